@@ -1,0 +1,43 @@
+"""The `bench` command line: one argparse subcommand per module in `bench.commands`.
+
+Each command module exposes `register(subparsers)`, which adds its parser and sets `func` (called with
+the parsed arguments; it returns an exit code). Add a command by appending its module to COMMANDS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from bench.commands import data, measure, plot, run, sweep
+from dejavu.records import RecordError
+from mitigations.base import MitigationError
+
+COMMANDS = (run, sweep, measure, plot, data)
+#: errors that describe a bad request or bad input: printed as one line, not as a traceback
+USER_ERRORS = (RecordError, MitigationError, FileNotFoundError, ValueError, KeyError, RuntimeError)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Returns the top-level parser with every command in COMMANDS registered."""
+    parser = argparse.ArgumentParser(prog="python -m bench",
+                                     description="Benchmark deja vu memorization and its mitigations.")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in COMMANDS:
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Returns the exit code of the command that `argv` (default: sys.argv) names."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except USER_ERRORS as err:
+        if os.environ.get("DEJAVU_DEBUG"):  # developers want the traceback
+            raise
+        print(f"{parser.prog} {args.command}: error: {err}", file=sys.stderr)
+        print("(set DEJAVU_DEBUG=1 for the full traceback)", file=sys.stderr)
+        return 2

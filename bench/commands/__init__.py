@@ -1,0 +1,1 @@
+"""Subcommands of `python -m bench`; each module exposes `register(subparsers)`."""

@@ -1,0 +1,288 @@
+"""Presets: named JSON configs (bench/presets/*.json) of the data, training and measurement knobs.
+
+    >>> p = load_preset("smoke", ["train.epochs=3", "train.projector.vicreg=[32,32,32]"])
+    >>> p.train.epochs, p.train.projector["vicreg"]
+    (3, (32, 32, 32))
+
+Overrides are `section.field=value` (or `section.field.key=value` inside a dict field) and are read
+as the field's type; a name that is not a field is an error that lists the valid ones.
+"""
+
+from __future__ import annotations
+
+import json
+import types
+import typing
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from bench.recipes import get_recipe, make_plan
+from bench.recipes.config import TrainConfig
+from dejavu.crops import RULES
+from dejavu.data.scenes import ScenesConfig
+from dejavu.results import TESTS
+from mitigations.base import TrainingPlan
+
+PRESET_DIR = Path(__file__).with_name("presets")
+
+
+class PresetError(ValueError):
+    """A preset or override that names an unknown field or holds a value of the wrong type."""
+
+
+@dataclass(frozen=True)
+class DataSection:
+    """Which data: a scenes preset (dejavu.data.scenes) with overrides of its fields, and the split."""
+
+    scenes: str = "default"
+    seed: int = 0  # generation and split seed, fixed across runs so every model sees the same data
+    per_class: int | None = None  # cap on A (and B) records per class; None: half the boxed records
+    params: dict[str, Any] = field(default_factory=dict)  # ScenesConfig field overrides
+
+
+@dataclass(frozen=True)
+class MeasureSection:
+    """The measurement knobs of SPEC sections 2-7, named as `dejavu.measure.MeasureConfig.from_dict` reads them."""
+
+    tests: tuple[str, ...] = TESTS
+    k: int = 100  # neighbours of the image test (the original's k)
+    knn_metric: str = "l2"  # "l2" (squared L2, the original) or "cosine"
+    top_p: tuple[float, ...] = (0.05, 0.2, 1.0)
+    vlm_k: int = 10  # neighbours of the vision-language test (the scripts' k)
+    vlm_index: str = "t2i"  # public images ("t2i", the default) or public captions ("t2t")
+    crop_rule: str = "slab"
+    threshold_fraction: float | None = None  # of min(W, H); None: 100 px at a 375 px short side
+    n_bootstrap: int = 200
+    n_permutations: int = 1000  # random subsets of A in the canary-gap test
+    crop_epochs: int = 10  # the one-model crop classifier's training epochs
+    crop_image_size: int = 32
+    probe_epochs: int = 50  # linear-probe training epochs
+
+    def __post_init__(self):
+        unknown = sorted(set(self.tests) - set(TESTS))
+        if unknown:
+            raise PresetError(f"measure.tests: unknown test {unknown[0]!r}; valid: {', '.join(TESTS)}")
+        if self.knn_metric not in ("l2", "cosine"):
+            raise PresetError(f"measure.knn_metric must be 'l2' or 'cosine', got {self.knn_metric!r}")
+        if self.vlm_index not in ("t2i", "t2t"):
+            raise PresetError(f"measure.vlm_index must be 't2i' or 't2t', got {self.vlm_index!r}")
+        if self.crop_rule not in RULES:
+            raise PresetError(f"measure.crop_rule must be one of {', '.join(RULES)}, got {self.crop_rule!r}")
+        if self.n_bootstrap < 200:
+            raise PresetError("measure.n_bootstrap must be >= 200 (SPEC section 6)")
+
+    def as_dict(self) -> dict:
+        """Returns the flat settings `dejavu.measure.MeasureConfig.from_dict` takes."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A whole run's configuration; `train_by_recipe` overrides `train` for one recipe."""
+
+    name: str
+    description: str = ""
+    data: DataSection = field(default_factory=DataSection)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    train_by_recipe: dict[str, dict[str, Any]] = field(default_factory=dict)
+    measure: MeasureSection = field(default_factory=MeasureSection)
+
+    def train_config(self, recipe: str) -> TrainConfig:
+        """Returns the training config of `recipe`: `train` with the recipe's own overrides applied."""
+        get_recipe(recipe)
+        return replace(self.train, **self.train_by_recipe.get(recipe, {}))
+
+    def plan(self, recipe: str) -> TrainingPlan:
+        """Returns the unmitigated training plan of `recipe` under this preset."""
+        return make_plan(recipe, self.train_config(recipe))
+
+    def to_dict(self) -> dict:
+        """Returns the preset as JSON-safe data (for result rows and run records)."""
+        return json.loads(json.dumps(asdict(self), default=list))
+
+
+_SECTIONS: dict[str, type] = {"data": DataSection, "train": TrainConfig, "measure": MeasureSection}
+_TOP_LEVEL = ("description", *_SECTIONS, "train_by_recipe")
+
+
+def available_presets() -> list[str]:
+    """Returns the names of the presets shipped in bench/presets/."""
+    return sorted(p.stem for p in PRESET_DIR.glob("*.json"))
+
+
+# -- typed reading of JSON values and override strings --------------------------------------------
+def _type_name(hint) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+def _convert(value: Any, hint, where: str) -> Any:
+    """Returns `value` as type `hint` (JSON lists become tuples where a tuple is declared)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    bad = PresetError(f"{where}: {value!r} is not of type {_type_name(hint)}")
+    if hint is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        for arm in args:
+            try:
+                return _convert(value, arm, where)
+            except PresetError:
+                continue
+        raise bad
+    if hint is type(None):
+        if value is None:
+            return None
+        raise bad
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise bad
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise bad
+    if hint is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise bad
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise bad
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise bad
+        key_hint, value_hint = args or (Any, Any)
+        return {_convert(k, key_hint, where): _convert(v, value_hint, f"{where}.{k}") for k, v in value.items()}
+    if origin in (tuple, list):
+        if not isinstance(value, list | tuple):
+            raise bad
+        if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+            items = [_convert(v, args[0], where) for v in value]
+        elif origin is tuple and args:
+            if len(value) != len(args):
+                raise PresetError(f"{where}: expected {len(args)} values, got {list(value)!r}")
+            items = [_convert(v, a, where) for v, a in zip(value, args, strict=True)]
+        else:
+            items = [_convert(v, args[0] if args else Any, where) for v in value]
+        return tuple(items) if origin is tuple else items
+    raise PresetError(f"{where}: unsupported field type {_type_name(hint)}")
+
+
+def _parse(text: str, hint, where: str) -> Any:
+    """Returns an override string read as type `hint` (JSON syntax, or a bare string)."""
+    if hint is str:
+        return text
+    if hint is bool and text.lower() in ("true", "false", "yes", "no", "1", "0"):
+        return text.lower() in ("true", "yes", "1")
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        value = text  # a bare word, e.g. devices=auto
+    return _convert(value, hint, where)
+
+
+def _hints(cls) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _section_from(cls, data: Any, where: str, base=None):
+    if not isinstance(data, dict):
+        raise PresetError(f"{where} must be a JSON object, got {data!r}")
+    hints = _hints(cls)
+    valid = [f.name for f in fields(cls)]
+    unknown = sorted(set(data) - set(valid))
+    if unknown:
+        raise PresetError(f"unknown field {where}.{unknown[0]}; valid fields: {', '.join(valid)}")
+    values = {k: _convert(v, hints[k], f"{where}.{k}") for k, v in data.items()}
+    return replace(base, **values) if base is not None else cls(**values)
+
+
+def _check_scenes_params(params: dict, where: str) -> dict:
+    hints = _hints(ScenesConfig)
+    unknown = sorted(set(params) - set(hints))
+    if unknown:
+        raise PresetError(f"unknown field {where}.{unknown[0]}; valid fields: {', '.join(hints)}")
+    return {k: _convert(v, hints[k], f"{where}.{k}") for k, v in params.items()}
+
+
+def _check_recipe_overrides(by_recipe: dict, where: str) -> dict:
+    hints = _hints(TrainConfig)
+    out = {}
+    for recipe, overrides in by_recipe.items():
+        try:
+            get_recipe(recipe)
+        except ValueError as err:
+            raise PresetError(f"{where}: {err}") from None
+        unknown = sorted(set(overrides) - set(hints))
+        if unknown:
+            raise PresetError(f"unknown field {where}.{recipe}.{unknown[0]}; valid fields: {', '.join(hints)}")
+        out[recipe] = {k: _convert(v, hints[k], f"{where}.{recipe}.{k}") for k, v in overrides.items()}
+    return out
+
+
+def preset_from_dict(name: str, data: dict) -> Preset:
+    """Returns the preset described by a parsed JSON object, every field checked."""
+    unknown = sorted(set(data) - set(_TOP_LEVEL))
+    if unknown:
+        raise PresetError(f"unknown section {unknown[0]!r} in preset {name!r}; valid: {', '.join(_TOP_LEVEL)}")
+    sections = {key: _section_from(cls, data.get(key, {}), key) for key, cls in _SECTIONS.items()}
+    sections["data"] = replace(sections["data"], params=_check_scenes_params(sections["data"].params, "data.params"))
+    return Preset(name=name, description=_convert(data.get("description", ""), str, "description"),
+                  train_by_recipe=_check_recipe_overrides(data.get("train_by_recipe", {}), "train_by_recipe"),
+                  **sections)
+
+
+def apply_override(preset: Preset, override: str) -> Preset:
+    """Returns `preset` with one `section.field[.key]=value` override applied."""
+    path, sep, text = override.partition("=")
+    if not sep:
+        raise PresetError(f"override {override!r} is not of the form section.field=value")
+    parts = path.strip().split(".")
+    section = parts[0]
+    if section == "train_by_recipe" and len(parts) == 3:
+        merged = {**preset.train_by_recipe, parts[1]: {**preset.train_by_recipe.get(parts[1], {}),
+                                                      parts[2]: _parse(text, _hints(TrainConfig).get(parts[2], Any),
+                                                                       path)}}
+        return replace(preset, train_by_recipe=_check_recipe_overrides(merged, "train_by_recipe"))
+    if section not in _SECTIONS or len(parts) not in (2, 3):
+        raise PresetError(f"override {override!r}: expected train_by_recipe.<recipe>.<field>=... "
+                          f"or <section>.<field>=... with section one of {', '.join(_SECTIONS)}")
+    current = getattr(preset, section)
+    cls, name = _SECTIONS[section], parts[1]
+    valid = [f.name for f in fields(cls)]
+    if name not in valid:
+        raise PresetError(f"unknown field {section}.{name}; valid fields: {', '.join(valid)}")
+    hint = _hints(cls)[name]
+    if len(parts) == 3:  # one key inside a dict field
+        if typing.get_origin(hint) is not dict:
+            raise PresetError(f"{section}.{name} is not a dict; write {section}.{name}=value")
+        value_hint = typing.get_args(hint)[1] if typing.get_args(hint) else Any
+        if section == "data" and name == "params":
+            value_hint = _hints(ScenesConfig).get(parts[2], Any)
+        value = {**getattr(current, name), parts[2]: _parse(text, value_hint, path)}
+    else:
+        value = _parse(text, hint, path)
+    updated = replace(current, **{name: value})
+    if section == "data":
+        updated = replace(updated, params=_check_scenes_params(updated.params, "data.params"))
+    return replace(preset, **{section: updated})
+
+
+def load_preset(name: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Preset:
+    """Returns the preset named `name` (or read from a JSON file path) with `overrides` applied."""
+    path = Path(name)
+    if path.suffix != ".json":
+        path = PRESET_DIR / f"{name}.json"
+        if not path.is_file():
+            raise PresetError(f"unknown preset {str(name)!r}; available: {', '.join(available_presets())}")
+    elif not path.is_file():
+        raise PresetError(f"preset file {str(path)!r} does not exist")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise PresetError(f"preset file {str(path)!r} is not valid JSON: {err}") from None
+    preset = preset_from_dict(path.stem, data)
+    for override in overrides:
+        preset = apply_override(preset, override)
+    return preset

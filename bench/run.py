@@ -1,0 +1,146 @@
+"""One bench run: train the target (A) and the reference (B), measure them, store the rows.
+
+Everything that can be wrong with a request (recipe, mitigation, strength, data path, preset
+field) is checked by `prepare` before any training starts. Trained models are cached by what
+shapes their weights, so a measurement-only mitigation (guillotine) or a re-run reuses them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from bench.presets import Preset, load_preset
+from bench.recipes import get_recipe
+from bench.recipes.train import TrainedModel, expanded_length, train_model
+from bench.store import ResultsStore
+from dejavu.data import load_dataset
+from dejavu.measure import MeasureConfig, Models, measure
+from dejavu.records import RecordSet
+from dejavu.splits import assign_splits, summarize_splits, training_records
+from mitigations.base import TrainingPlan
+from mitigations.registry import apply_mitigations, describe, parse_mitigations
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What a user asks `python -m bench run` for."""
+
+    recipe: str = "clip"
+    mitigations: tuple[str, ...] = ()
+    data: str = "scenes"
+    preset: str = "default"
+    seed: int = 0
+    out: Path = Path("results")
+    cache: Path = Path(".cache/dejavu-bench")
+    overrides: tuple[str, ...] = ()
+    progress: bool = True
+
+
+@dataclass
+class PreparedRun:
+    """A validated run: the preset, the mitigated plan, and the run's identity."""
+
+    spec: RunSpec
+    preset: Preset
+    plan: TrainingPlan
+    mitigation: str
+    strength: float
+    mitigations: list = field(default_factory=list)
+
+    @property
+    def train(self):
+        """Returns the recipe's training config under this preset."""
+        return self.preset.train_config(self.spec.recipe)
+
+    def run_id(self, dataset_fingerprint: str) -> str:
+        """Returns a stable id for (recipe, mitigations, data, preset and overrides, seed)."""
+        key = json.dumps([self.spec.recipe, self.mitigation, dataset_fingerprint, self.spec.preset,
+                          sorted(self.spec.overrides), self.spec.seed], sort_keys=True)
+        return hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+def prepare(spec: RunSpec) -> PreparedRun:
+    """Returns the validated run; raises a clear error for any bad request before training."""
+    get_recipe(spec.recipe)
+    preset = load_preset(spec.preset, list(spec.overrides))
+    mitigations = parse_mitigations(list(spec.mitigations))
+    plan = apply_mitigations(preset.plan(spec.recipe), mitigations)
+    name, strength = describe(mitigations)
+    return PreparedRun(spec, preset, plan, name, strength, mitigations)
+
+
+def load_records(prepared: PreparedRun) -> RecordSet:
+    """Returns the run's records with A/B/public/eval splits assigned and checked."""
+    spec, preset = prepared.spec, prepared.preset
+    records = load_preset_dataset(spec.data, preset, spec.cache / "data")
+    log.info("%s", summarize_splits(records))
+    return records
+
+
+def load_preset_dataset(data: str, preset: Preset, root: Path) -> RecordSet:
+    """Returns the records of a data spec with splits assigned; bare `scenes` is the preset's scenes size."""
+    if data == "scenes":
+        data = f"scenes:{preset.data.scenes}"
+    records = load_dataset(data, root=root, seed=preset.data.seed, scenes_overrides=preset.data.params)
+    per_class = preset.data.per_class if preset.data.per_class is not None else 10**9
+    return assign_splits(records, per_class=per_class, seed=preset.data.seed)
+
+
+def model_dir(prepared: PreparedRun, records: RecordSet, role: str) -> Path:
+    """Returns the cache folder of the model `role` (target or reference) for this training setup."""
+    key = json.dumps({"plan": prepared.plan.training_key(), "train": prepared.train.as_dict(),
+                      "data": records.fingerprint(), "seed": prepared.spec.seed}, sort_keys=True, default=str)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return prepared.spec.cache / "models" / f"{prepared.spec.recipe}-{digest}" / role
+
+
+def train_pair(prepared: PreparedRun, records: RecordSet) -> tuple[TrainedModel, TrainedModel]:
+    """Returns the target trained on A and the reference trained on B for as many steps."""
+    a, b = training_records(records, "A"), training_records(records, "B")
+    cfg, seed, plan = prepared.train, prepared.spec.seed, prepared.plan
+    target = train_model(plan, a, cfg, model_dir(prepared, records, "target"), seed,
+                         progress=prepared.spec.progress)
+    reference = train_model(plan, b, cfg, model_dir(prepared, records, "reference"), seed,
+                            epoch_length=expanded_length(a), progress=prepared.spec.progress)
+    return target, reference
+
+
+def models_for(prepared: PreparedRun, target: TrainedModel, reference: TrainedModel) -> Models:
+    """Returns the encoders to measure: the plan's layer for images, the joint space for captions."""
+    layer = prepared.plan.measure_layer
+    vlm = prepared.plan.modality == "image-text"
+    return Models(target=target.encoder(layer), reference=reference.encoder(layer),
+                  target_vlm=target.encoder("projector") if vlm else None,
+                  reference_vlm=reference.encoder("projector") if vlm else None)
+
+
+def execute(spec: RunSpec) -> pd.DataFrame:
+    """Returns the stored rows of one run, training and measuring what the cache does not hold."""
+    start = time.perf_counter()
+    prepared = prepare(spec)
+    records = load_records(prepared)
+    store = ResultsStore(spec.out / "runs.csv")
+    run_id = prepared.run_id(records.fingerprint())
+    if store.has_run(run_id):  # finished before (a resumed sweep, or a repeated command)
+        log.info("run %s is already in %s; not re-measured", run_id, store.path)
+        stored = store.read()
+        return stored[stored.run_id == run_id]
+    target, reference = train_pair(prepared, records)
+    cfg = MeasureConfig.from_dict(prepared.preset.measure.as_dict())
+    rows = measure(models_for(prepared, target, reference), records, cfg,
+                   cache_dir=spec.cache / "embeddings", progress=spec.progress)
+    meta = {"run_id": run_id, "recipe": spec.recipe,
+            "mitigation": prepared.mitigation, "strength": prepared.strength, "seed": spec.seed,
+            "dataset": f"{spec.data}:{records.fingerprint()}", "preset": spec.preset,
+            "wall_s": round(time.perf_counter() - start, 1)}
+    store.append(meta, rows)
+    return rows.assign(**meta)

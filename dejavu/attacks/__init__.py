@@ -1,0 +1,1 @@
+"""The déjà vu tests: each turns encoders (or estimators) and records into tidy result rows."""

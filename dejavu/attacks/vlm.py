@@ -1,0 +1,245 @@
+"""The vision-language déjà vu test (SPEC section 5): objects revealed by a caption.
+
+A caption of a training record is embedded with the model's text tower; its k nearest public
+images (t2i) or public captions (t2t) vote for objects, and precision/recall against the record's
+ground-truth objects compare the target (trained on A) with the reference (trained on B).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dejavu.attacks.common import StatsConfig, subset_masks
+from dejavu.embed import Embeddings, embed_captions, embed_records
+from dejavu.encoders import Encoder
+from dejavu.knn import search
+from dejavu.metrics import (
+    auroc,
+    bootstrap_aucg,
+    bootstrap_indices,
+    bootstrap_ppg,
+    bootstrap_prg,
+    hits,
+    multi_hot,
+    object_vocabulary,
+    pairwise_gap_stat,
+    precision_recall,
+    sample_order,
+    subset_gap_pvalue,
+    top_l_gaps,
+    top_t_objects,
+    union_objects,
+)
+from dejavu.metrics.stats import percentile_interval
+from dejavu.metrics.vlm import DEFAULT_PHIS, ORDERINGS
+from dejavu.records import RecordSet
+from dejavu.results import Row
+
+TEST = "vlm-two-model"
+TEXT_TEST = "vlm-one-model-text"
+
+
+@dataclass(frozen=True)
+class VLMTestConfig:
+    """Retrieval and reporting settings of the caption test; k=10 as in the published scripts."""
+
+    k: int = 10
+    index: str = "t2i"  # public images (t2i) or public captions (t2t)
+    top_t: tuple[int, ...] = (1, 10)
+    phis: tuple[float, ...] = DEFAULT_PHIS
+    stats: StatsConfig = field(default_factory=StatsConfig)
+    batch_size: int = 256
+
+
+@dataclass(frozen=True)
+class CaptionQueries:
+    """The records whose captions are attacked, their ground truth, and who was left out and why."""
+
+    records: RecordSet
+    truth: np.ndarray  # bool [n, V]
+    excluded: Counter
+
+
+@dataclass(frozen=True)
+class PublicObjects:
+    """The public records, their object sets as a multi-hot matrix, and the shared vocabulary."""
+
+    records: RecordSet
+    objects: np.ndarray  # bool [N, V]
+    vocabulary: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Retrieval:
+    """One model's object prediction for every query, with the distance to its nearest key."""
+
+    pred: np.ndarray  # bool [n, V]
+    min_dist: np.ndarray
+
+
+def caption_queries(records: RecordSet, split: str, vocabulary: tuple[str, ...]) -> CaptionQueries:
+    """Returns the `split` records with a caption and ground-truth objects; the rest are counted."""
+    keep, excluded = [], Counter()
+    for r in records:
+        if r.split != split:
+            continue
+        if not r.caption:
+            excluded["no-caption"] += 1
+        elif not r.objects:
+            excluded["no-objects"] += 1
+        else:
+            keep.append(r)
+    rs = RecordSet(keep, name=f"captions {split}")
+    return CaptionQueries(rs, multi_hot([r.objects for r in rs], vocabulary, rs.ids), excluded)
+
+
+def public_objects(records: RecordSet) -> PublicObjects:
+    """Returns the public records and a vocabulary covering every object of every record."""
+    public = records.where(split="public")
+    vocabulary = object_vocabulary([r.objects or () for r in records])
+    return PublicObjects(public, multi_hot([r.objects or () for r in public], vocabulary, public.ids), vocabulary)
+
+
+def _unit(e: Embeddings) -> torch.Tensor:
+    return torch.nn.functional.normalize(e.vectors, dim=1)
+
+
+class CaptionRetriever:
+    """One text encoder's kNN over public images (with its image tower) or public captions."""
+
+    def __init__(self, encoder: Encoder, public: PublicObjects, index: str, k: int, *,
+                 cache_dir: Path | None, batch_size: int, progress: bool):
+        if index not in ("t2i", "t2t"):
+            raise ValueError(f"index must be 't2i' or 't2t', not {index!r}")
+        if k > len(public.records):
+            raise ValueError(f"k={k} exceeds the public set size {len(public.records)}")
+        self.encoder, self.public, self.k = encoder, public, k
+        self.cache_dir, self.batch_size, self.progress = cache_dir, batch_size, progress
+        if index == "t2i":
+            keys = embed_records(encoder, public.records, cache_dir=cache_dir, batch_size=batch_size,
+                                 progress=progress)
+        else:
+            keys = self.captions(public.records)
+        self.keys = _unit(keys)
+
+    def captions(self, records: RecordSet) -> Embeddings:
+        """Returns the encoder's caption embeddings of `records` (a record without one gets '')."""
+        return embed_captions(self.encoder, {r.id: r.caption or "" for r in records}, cache_dir=self.cache_dir,
+                              batch_size=self.batch_size, progress=self.progress)
+
+    def retrieve(self, queries: RecordSet, top_t: int | None = None) -> Retrieval:
+        """Returns the union (or top-T) of the objects of each caption's k nearest public keys."""
+        q = _unit(self.captions(queries))
+        nbrs = search(q, self.keys, self.k, metric="cosine")
+        idx = nbrs.indices.numpy()
+        pred = (union_objects(self.public.objects, idx) if top_t is None
+                else top_t_objects(self.public.objects, idx, top_t))
+        return Retrieval(pred, nbrs.distances[:, 0].numpy().astype(np.float64))
+
+
+def pair_rows(test: str, subset: str, truth: np.ndarray, a: Retrieval, b: Retrieval, stats: StatsConfig,
+              suffix: str = "") -> list[Row]:
+    """Returns PPG, PRG, AUCG and both models' mean precision/recall, with intervals."""
+    prec_a, rec_a = precision_recall(truth, a.pred)
+    prec_b, rec_b = precision_recall(truth, b.pred)
+    n = truth.shape[0]
+    idx = bootstrap_indices(n, stats.n_bootstrap, stats.seed)
+    rows = [bootstrap_ppg(prec_a, prec_b, idx).row(test, subset, f"ppg{suffix}"),
+            bootstrap_prg(rec_a, rec_b, idx).row(test, subset, f"prg{suffix}"),
+            bootstrap_aucg(rec_a, rec_b, idx).row(test, subset, f"aucg{suffix}")]
+    for name, values in (("precision_target", prec_a), ("recall_target", rec_a),
+                         ("precision_reference", prec_b), ("recall_reference", rec_b)):
+        rows.append(percentile_interval(float(values.mean()), values[idx].mean(axis=1), n)
+                    .row(test, subset, f"{name}{suffix}"))
+    return rows
+
+
+def top_l_rows(test: str, prefix: str, ids: list[str], truth: np.ndarray, a: Retrieval, b: Retrieval,
+               phis) -> list[Row]:
+    """Returns the top-L precision, recall and F gaps for each ordering of SPEC section 5."""
+    prec_a, rec_a = precision_recall(truth, a.pred)
+    prec_b, rec_b = precision_recall(truth, b.pred)
+    hits_a, hits_b = hits(truth, a.pred), hits(truth, b.pred)
+    rows = []
+    for ordering in ORDERINGS:
+        order = sample_order(ordering, ids, min_dist=a.min_dist, hits_a=hits_a, hits_b=hits_b)
+        table = top_l_gaps(order, prec_a, rec_a, prec_b, rec_b, phis)
+        for row in table.itertuples():
+            for gap in ("precision_gap", "recall_gap", "f_gap"):
+                rows.append(Row(test, "all", f"{prefix}top_l_{gap}@{ordering}@{row.phi:g}",
+                                float(getattr(row, gap)), n=int(row.L)))
+    return rows
+
+
+def vlm_two_model(target: Encoder, reference: Encoder, records: RecordSet, cfg: VLMTestConfig = VLMTestConfig(),
+                  *, cache_dir: Path | None = None, progress: bool = True) -> list[Row]:
+    """Returns the two-model caption test of SPEC section 5: target A against reference B on A's captions.
+
+    The null curve (SPEC: "always show the null") comes from the eval records, which neither
+    model saw: the same top-L gaps there are what selection alone produces (rows `null_top_l_*`).
+    """
+    public = public_objects(records)
+    queries = caption_queries(records, "A", public.vocabulary)
+    if len(queries.records) == 0:
+        raise ValueError(f"no A record has a caption and objects (excluded: {dict(queries.excluded)})")
+    retrievers = [CaptionRetriever(m, public, cfg.index, cfg.k, cache_dir=cache_dir, batch_size=cfg.batch_size,
+                                   progress=progress) for m in (target, reference)]
+    a, b = (r.retrieve(queries.records) for r in retrievers)
+    canary = np.array([r.is_canary for r in queries.records])
+    ids = queries.records.ids
+    rows: list[Row] = [Row(TEST, "all", f"excluded_{reason}", float(n), n=n)
+                       for reason, n in sorted(queries.excluded.items())]
+    for subset, mask in subset_masks(canary).items():
+        if mask.any():
+            rows += pair_rows(TEST, subset, queries.truth[mask], _take(a, mask), _take(b, mask), cfg.stats)
+    for t in cfg.top_t:
+        at, bt = (r.retrieve(queries.records, top_t=t) for r in retrievers)
+        rows += pair_rows(TEST, "all", queries.truth, at, bt, cfg.stats, suffix=f"@top{t}")
+    rows += top_l_rows(TEST, "", ids, queries.truth, a, b, cfg.phis)
+    null = caption_queries(records, "eval", public.vocabulary)
+    if len(null.records):
+        na, nb = (r.retrieve(null.records) for r in retrievers)
+        rows += top_l_rows(TEST, "null_", null.records.ids, null.truth, na, nb, cfg.phis)
+    if canary.any() and not canary.all():
+        prec_a, _ = precision_recall(queries.truth, a.pred)
+        prec_b, _ = precision_recall(queries.truth, b.pred)
+        perm = subset_gap_pvalue(pairwise_gap_stat(prec_a, prec_b), canary, cfg.stats.n_permutations,
+                                 cfg.stats.seed)
+        gap_score = (hits(queries.truth, a.pred) - hits(queries.truth, b.pred)).astype(np.float64)
+        rows += [Row(TEST, "canary", "pvalue_ppg", perm.p_value, n=perm.n_canary),
+                 Row(TEST, "canary", "canary_auroc", auroc(gap_score, canary), n=int(canary.size))]
+    return rows
+
+
+def vlm_one_model_text(target: Encoder, text_model: Encoder, records: RecordSet,
+                       cfg: VLMTestConfig = VLMTestConfig(), *, cache_dir: Path | None = None,
+                       progress: bool = True) -> list[Row]:
+    """Returns the one-model caption test: the target (t2i and t2t) against a text-only model (t2t).
+
+    The text-only model sees only captions, so what it retrieves is what the caption alone
+    reveals; rows without a suffix are the target's t2i, rows with `_t2t` its t2t.
+    """
+    public = public_objects(records)
+    queries = caption_queries(records, "A", public.vocabulary)
+    if len(queries.records) == 0:
+        raise ValueError(f"no A record has a caption and objects (excluded: {dict(queries.excluded)})")
+    kw = dict(cache_dir=cache_dir, batch_size=cfg.batch_size, progress=progress)
+    ref = CaptionRetriever(text_model, public, "t2t", cfg.k, **kw).retrieve(queries.records)
+    canary = np.array([r.is_canary for r in queries.records])
+    rows: list[Row] = []
+    for index, suffix in (("t2i", ""), ("t2t", "_t2t")):
+        tgt = CaptionRetriever(target, public, index, cfg.k, **kw).retrieve(queries.records)
+        for subset, mask in subset_masks(canary).items():
+            if mask.any():
+                rows += pair_rows(TEXT_TEST, subset, queries.truth[mask], _take(tgt, mask), _take(ref, mask),
+                                  cfg.stats, suffix=suffix)
+    return rows
+
+
+def _take(r: Retrieval, mask: np.ndarray) -> Retrieval:
+    return Retrieval(r.pred[mask], r.min_dist[mask])

@@ -1,0 +1,278 @@
+"""Embeddings keyed by record id, and a content-addressed disk cache for them.
+
+`embed_records` embeds full images or background crops with an Encoder's image side, and
+`embed_captions` embeds captions with its text side. Both return `Embeddings`, which keep the ids
+beside the vectors so that nothing downstream joins by position (SPEC section 1). A result is
+cached under the hash of (encoder fingerprint, records fingerprint, crops, layer, transform), so a
+re-run loads it instead of recomputing (DESIGN: "cache by content").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from dejavu.encoders import Encoder, NonFiniteEmbeddingError
+from dejavu.records import Record, RecordError, RecordSet
+
+log = logging.getLogger(__name__)
+
+
+class MissingIdsError(KeyError):
+    """Some requested ids have no embedding; the message lists them."""
+
+    def __str__(self) -> str:  # KeyError would print the message with quotes around it
+        return str(self.args[0])
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    """Embedding rows `vectors[i]` of the records `ids[i]`, float32 [n, d]."""
+
+    ids: list[str]
+    vectors: torch.Tensor
+
+    def __post_init__(self):
+        if self.vectors.ndim != 2 or self.vectors.shape[0] != len(self.ids):
+            raise ValueError(f"embeddings need one row per id: {len(self.ids)} ids, "
+                             f"vectors of shape {tuple(self.vectors.shape)}")
+        if self.vectors.dtype != torch.float32:
+            raise ValueError(f"embeddings must be float32, got {self.vectors.dtype}")
+        if len(set(self.ids)) != len(self.ids):
+            seen: set[str] = set()
+            dup = next(i for i in self.ids if i in seen or seen.add(i))
+            raise ValueError(f"duplicate id {dup!r} in embeddings")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def dim(self) -> int:
+        """Returns the embedding width d."""
+        return self.vectors.shape[1]
+
+    def subset(self, ids: Iterable[str], *, what: str = "records") -> Embeddings:
+        """Returns the rows of `ids`, in that order; absent ids raise MissingIdsError listing them."""
+        ids = list(ids)
+        position = {rid: i for i, rid in enumerate(self.ids)}
+        missing = [rid for rid in ids if rid not in position]
+        if missing:
+            shown = ", ".join(missing[:20]) + (" …" if len(missing) > 20 else "")
+            raise MissingIdsError(f"{len(missing)} {what} are missing from the embeddings: {shown}")
+        rows = torch.tensor([position[rid] for rid in ids], dtype=torch.long)
+        return Embeddings(ids, self.vectors[rows])
+
+
+def cache_key(*parts: object) -> str:
+    """Returns a 32-hex-digit hash of the JSON form of `parts` (strings, numbers, lists, dicts)."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def crop_box(crop: object) -> tuple[int, int, int, int]:
+    """Returns the integer (x0, y0, x1, y1) of a crop: an object with `.box`, a Box, or a 4-sequence."""
+    box = getattr(crop, "box", crop)
+    coords = (box.x0, box.y0, box.x1, box.y1) if hasattr(box, "x0") else tuple(box)
+    if len(coords) != 4:
+        raise ValueError(f"a crop box needs 4 coordinates (x0, y0, x1, y1), got {coords!r}")
+    return tuple(int(round(float(c))) for c in coords)  # type: ignore[return-value]
+
+
+def _load_cached(path: Path, ids: list[str]) -> Embeddings | None:
+    if not path.is_file():
+        return None
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        cached = Embeddings(list(blob["ids"]), blob["vectors"])
+    except Exception as err:  # a damaged file is recomputed, not trusted
+        log.warning("ignoring unreadable embedding cache %s (%s); recomputing", path, err)
+        return None
+    if cached.ids != ids:
+        log.warning("embedding cache %s holds other ids than requested; recomputing", path)
+        return None
+    log.info("loaded %d cached embeddings from %s", len(cached), path)
+    return cached
+
+
+def _save_atomically(embeddings: Embeddings, path: Path, meta: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save({"ids": embeddings.ids, "vectors": embeddings.vectors, "meta": meta}, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _cached(cache_dir: Path | None, key_parts: tuple, ids: list[str],
+            compute: Callable[[], Embeddings]) -> Embeddings:
+    """Returns the cached embeddings for `key_parts`, computing and saving them on a miss."""
+    if cache_dir is None:
+        return compute()
+    path = Path(cache_dir) / f"{cache_key(*key_parts)}.pt"
+    cached = _load_cached(path, ids)
+    if cached is not None:
+        return cached
+    result = compute()
+    _save_atomically(result, path, meta={"key": [str(p) for p in key_parts]})
+    return result
+
+
+class _RecordImages(Dataset):
+    """Transformed images (or crops) of records, yielded as (position, CHW tensor)."""
+
+    def __init__(self, records: Sequence[Record], boxes: Mapping[str, tuple[int, int, int, int]],
+                 transform: Callable, *, in_workers: bool):
+        self.records = records
+        self.boxes = boxes
+        self.transform = transform
+        # a worker's exception reaches the caller wrapped in a worker traceback, so workers hand back None
+        # and the main process re-reads that record to raise its RecordError as itself
+        self.in_workers = in_workers
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None]:
+        try:
+            return i, self.load(i)
+        except RecordError:
+            if self.in_workers:
+                return i, None
+            raise
+
+    def load(self, i: int) -> torch.Tensor:
+        """Returns the transformed image or crop of record `i`; any failure raises RecordError naming it."""
+        record = self.records[i]
+        image = record.load_image()
+        box = self.boxes.get(record.id)
+        if box is not None:
+            x0, y0, x1, y1 = box
+            if not (0 <= x0 < x1 <= image.width and 0 <= y0 < y1 <= image.height):
+                raise RecordError(f"crop {box} is empty or outside the {image.width}x{image.height} image",
+                                  record_id=record.id, file=record.image)
+            image = image.crop(box)
+        try:
+            pixels = self.transform(image)
+        except Exception as err:
+            raise RecordError(f"the encoder's image transform failed ({type(err).__name__}: {err})",
+                              record_id=record.id, file=record.image) from None
+        if not isinstance(pixels, torch.Tensor) or pixels.ndim != 3:
+            raise RecordError(f"the image transform must return a CHW tensor, got {type(pixels).__name__}",
+                              record_id=record.id, file=record.image)
+        return pixels
+
+    def collate(self, batch: list[tuple[int, torch.Tensor | None]]) -> tuple[list[int], torch.Tensor | list]:
+        """Returns (positions, NCHW batch), or (positions, items) when `raise_for_batch` must explain a failure."""
+        positions = [i for i, _ in batch]
+        items = [pixels for _, pixels in batch]
+        if any(p is None for p in items) or len({p.shape for p in items}) > 1:
+            return positions, items
+        return positions, torch.stack(items)
+
+    def raise_for_batch(self, positions: list[int], items: list[torch.Tensor | None]) -> None:
+        """Raises the RecordError of the first unreadable record, or of the first image of a different size."""
+        for i, pixels in zip(positions, items, strict=True):
+            if pixels is None:
+                self.load(i)
+                record = self.records[i]
+                raise RecordError("could not be loaded in a DataLoader worker", record_id=record.id,
+                                  file=record.image)
+        first = self.records[positions[0]]
+        for i, pixels in zip(positions, items, strict=True):
+            if pixels.shape != items[0].shape:
+                record = self.records[i]
+                raise RecordError(f"transformed to {tuple(pixels.shape)}, unlike {tuple(items[0].shape)} for "
+                                  f"record {first.id!r}; the eval transform must fix the size",
+                                  record_id=record.id, file=record.image)
+
+
+def _non_finite_error(rid: str, file: object | None, what: str) -> ValueError:
+    where = f" (file {str(file)!r})" if file is not None else ""
+    return ValueError(f"the encoder produced NaN/Inf {what} embeddings, first for record {rid!r}{where}; "
+                      f"check the model weights and the input")
+
+
+def _first_non_finite(vectors: torch.Tensor) -> int | None:
+    bad = (~torch.isfinite(vectors).all(dim=1)).nonzero()
+    return int(bad[0]) if len(bad) else None
+
+
+def embed_records(encoder: Encoder, records: RecordSet, *, crops: Mapping[str, object] | None = None,
+                  cache_dir: Path | None = None, batch_size: int = 256, num_workers: int = 0,
+                  progress: bool = True) -> Embeddings:
+    """Returns the image embeddings of `records` in their order: the crop where `crops` has one, else the full image.
+
+    `crops` maps record id to a crop (anything with `.box`, a Box, or (x0, y0, x1, y1) in pixels);
+    crops of ids not in `records` are ignored. With `cache_dir`, the result is read from or written
+    to `cache_dir/<key>.pt`.
+    """
+    boxes = {rid: crop_box(c) for rid, c in (crops or {}).items() if rid in records}
+    ids = records.ids
+    key_parts = ("images", encoder.fingerprint, records.fingerprint(), sorted(boxes.items()),
+                 encoder.layer, repr(encoder.image_transform))
+
+    def compute() -> Embeddings:
+        dataset = _RecordImages(list(records), boxes, encoder.image_transform, in_workers=num_workers > 0)
+        loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                            collate_fn=dataset.collate)
+        chunks = []
+        for positions, pixels in tqdm(loader, desc=f"embedding {records.name}", disable=not progress):
+            if isinstance(pixels, list):
+                dataset.raise_for_batch(positions, pixels)
+            try:
+                out = encoder.embed_images(pixels)
+            except NonFiniteEmbeddingError as err:
+                record = dataset.records[positions[err.rows[0]]]
+                raise _non_finite_error(record.id, record.image, "image") from None
+            chunks.append(out.detach().float().cpu())
+        vectors = torch.cat(chunks) if chunks else torch.empty(0, 0)
+        bad = _first_non_finite(vectors)
+        if bad is not None:
+            raise _non_finite_error(ids[bad], records[bad].image, "image")
+        return Embeddings(ids, vectors)
+
+    return _cached(cache_dir, key_parts, ids, compute)
+
+
+def embed_captions(encoder: Encoder, texts_by_id: Mapping[str, str], *, cache_dir: Path | None = None,
+                   batch_size: int = 256, progress: bool = True) -> Embeddings:
+    """Returns the L2-normalized text embeddings of `texts_by_id`, in its order, cached like `embed_records`."""
+    if not encoder.supports_text:
+        raise TypeError(f"{encoder!r} has no text encoder; the caption test needs a vision-language model")
+    ids = list(texts_by_id)
+    texts = []
+    for rid in ids:
+        text = texts_by_id[rid]
+        if not isinstance(text, str):
+            raise RecordError(f"caption must be a string, got {type(text).__name__}; add a caption or drop "
+                              f"the record from the caption test", record_id=rid)
+        texts.append(text)
+    key_parts = ("texts", encoder.fingerprint, cache_key(list(zip(ids, texts, strict=True))))
+
+    def compute() -> Embeddings:
+        chunks = []
+        for start in tqdm(range(0, len(texts), batch_size), desc="embedding captions", disable=not progress):
+            try:
+                out = encoder.embed_texts(texts[start:start + batch_size])
+            except NonFiniteEmbeddingError as err:
+                raise _non_finite_error(ids[start + err.rows[0]], None, "text") from None
+            chunks.append(out.detach().float().cpu())
+        vectors = torch.cat(chunks) if chunks else torch.empty(0, 0)
+        bad = _first_non_finite(vectors)
+        if bad is not None:
+            raise _non_finite_error(ids[bad], None, "text")
+        return Embeddings(ids, vectors)
+
+    return _cached(cache_dir, key_parts, ids, compute)

@@ -1,0 +1,147 @@
+"""Measure a model: every applicable déjà vu test and the utility numbers, as one tidy table.
+
+This is the library's front door. It needs only Encoders and Records, so it measures a model
+trained here, an off-the-shelf open_clip checkpoint, or any torch module alike.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from dejavu.attacks.common import StatsConfig
+from dejavu.attacks.image import ImageTestConfig, ImageTestResult, image_target_only, image_two_model
+from dejavu.attacks.one_model import (
+    CROP_TEST,
+    NB_TEST,
+    OneModelConfig,
+    crop_classifier_reference,
+    naive_bayes_reference,
+    one_model_rows,
+)
+from dejavu.attacks.vlm import VLMTestConfig, vlm_one_model_text, vlm_two_model
+from dejavu.crops import background_crops
+from dejavu.embed import embed_records
+from dejavu.encoders import Encoder
+from dejavu.records import RecordSet
+from dejavu.results import TESTS, Row, to_frame
+from dejavu.utility import SCENES_TEMPLATES, linear_probe, zero_shot
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MeasureConfig:
+    """Which tests run and how; the defaults follow the papers (SPEC sections 2-7)."""
+
+    tests: tuple[str, ...] = TESTS
+    crop_rule: str = "slab"
+    threshold_fraction: float | None = None  # None: 100 px at a 375 px short side, scaled
+    image: ImageTestConfig = field(default_factory=ImageTestConfig)
+    one_model: OneModelConfig = field(default_factory=OneModelConfig)
+    vlm: VLMTestConfig = field(default_factory=VLMTestConfig)
+    probe_epochs: int = 50
+    zero_shot_templates: tuple[str, ...] = SCENES_TEMPLATES
+
+    @classmethod
+    def from_dict(cls, d: dict) -> MeasureConfig:
+        """Returns the config from a preset's flat `measure` section (unknown keys are an error)."""
+        d = dict(d)
+        stats = StatsConfig(n_bootstrap=d.pop("n_bootstrap", 200), n_permutations=d.pop("n_permutations", 1000),
+                            seed=d.pop("seed", 0))
+        image = ImageTestConfig(k=d.pop("k", 100), metric=d.pop("knn_metric", "l2"), stats=stats,
+                                top_p=tuple(d.pop("top_p", (0.05, 0.2, 1.0))))
+        one = OneModelConfig(crop_epochs=d.pop("crop_epochs", 10), crop_image_size=d.pop("crop_image_size", 32),
+                             stats=stats, top_p=image.top_p, seed=stats.seed)
+        vlm = VLMTestConfig(k=d.pop("vlm_k", 10), index=d.pop("vlm_index", "t2i"), stats=stats)
+        out = cls(tests=tuple(d.pop("tests", TESTS)), crop_rule=d.pop("crop_rule", "slab"),
+                  threshold_fraction=d.pop("threshold_fraction", None), image=image, one_model=one, vlm=vlm,
+                  probe_epochs=d.pop("probe_epochs", 50))
+        if d:
+            raise ValueError(f"unknown measure settings: {', '.join(sorted(d))}")
+        return out
+
+
+@dataclass(frozen=True)
+class Models:
+    """The encoders a measurement uses.
+
+    `target`/`reference` embed images at the measured layer (the image test and the linear
+    probe); `target_vlm`/`reference_vlm` are the same models at the joint image-text space (the
+    caption test and zero-shot), None for image-only models. `reference` None: one-model tests only.
+    """
+
+    target: Encoder
+    reference: Encoder | None = None
+    target_vlm: Encoder | None = None
+    reference_vlm: Encoder | None = None
+    text_model: Encoder | None = None  # the text-only reference; loaded on demand when None
+
+
+def measure(models: Models, records: RecordSet, cfg: MeasureConfig = MeasureConfig(), *,
+            cache_dir: Path | None = None, progress: bool = True) -> pd.DataFrame:
+    """Returns the rows (test, subset, metric, value, ci_low, ci_high, n) of every applicable test."""
+    unknown = set(cfg.tests) - set(TESTS)
+    if unknown:
+        raise ValueError(f"unknown tests {sorted(unknown)}; choose from {', '.join(TESTS)}")
+    rows: list[Row] = []
+    crops = background_crops([r for r in records if r.split in ("A", "B")], cfg.crop_rule,
+                             threshold_fraction=cfg.threshold_fraction)
+    log.info("%s", crops)
+    rows += [Row("image-two-model", "all", f"excluded_{reason}", float(n), n=n)
+             for reason, n in sorted(crops.excluded.items())]
+    image: ImageTestResult | None = None
+    if "image-two-model" in cfg.tests and models.reference is not None:
+        image = image_two_model(models.target, models.reference, records, crops, cfg.image,
+                                cache_dir=cache_dir, progress=progress)
+        rows += image.rows
+    one_model_tests = [t for t in (NB_TEST, CROP_TEST) if t in cfg.tests]
+    if one_model_tests:
+        if image is None:
+            image = image_target_only(models.target, records, crops, cfg.image, cache_dir=cache_dir,
+                                      progress=progress)
+        ids = image.records[image.records.split == "A"].id.tolist()
+        fitters = {NB_TEST: naive_bayes_reference, CROP_TEST: crop_classifier_reference}
+        for test in one_model_tests:
+            estimate = fitters[test](records, crops, ids, cfg.one_model)
+            rows += one_model_rows(test, image, estimate, cfg.one_model)
+    if models.target_vlm is not None:
+        if "vlm-two-model" in cfg.tests and models.reference_vlm is not None:
+            rows += vlm_two_model(models.target_vlm, models.reference_vlm, records, cfg.vlm,
+                                  cache_dir=cache_dir, progress=progress)
+        if "vlm-one-model-text" in cfg.tests:
+            text_model = models.text_model
+            if text_model is None:
+                from dejavu.references import SentenceTextEncoder
+                text_model = SentenceTextEncoder()
+            rows += vlm_one_model_text(models.target_vlm, text_model, records, cfg.vlm,
+                                       cache_dir=cache_dir, progress=progress)
+    if "utility" in cfg.tests:
+        rows += utility_rows(models, records, cfg, cache_dir=cache_dir, progress=progress)
+    return to_frame(rows)
+
+
+def utility_rows(models: Models, records: RecordSet, cfg: MeasureConfig, *, cache_dir: Path | None,
+                 progress: bool) -> list[Row]:
+    """Returns the target's linear-probe top-1 (public -> eval) and, for VLMs, zero-shot top-1/top-5."""
+    train = RecordSet([r for r in records if r.split == "public" and r.label is not None], name="probe train")
+    evaluation = RecordSet([r for r in records if r.split == "eval" and r.label is not None], name="eval")
+    if len(train) == 0 or len(evaluation) == 0:
+        raise ValueError(f"utility needs labelled public and eval records; got {len(train)} and {len(evaluation)}")
+    kw = dict(cache_dir=cache_dir, batch_size=cfg.image.batch_size, progress=progress)
+    x_train = embed_records(models.target, train, **kw)
+    x_eval = embed_records(models.target, evaluation, **kw)
+    probe = linear_probe(x_train.vectors, [r.label for r in train], x_eval.vectors,
+                         [r.label for r in evaluation], epochs=cfg.probe_epochs, seed=cfg.image.stats.seed)
+    rows = [Row("utility", "all", "linear_probe_top1", probe.top1, n=probe.n_eval)]
+    if models.target_vlm is not None and hasattr(models.target_vlm, "tokenizer"):
+        classes = sorted({r.label for r in records if r.label is not None})
+        z = embed_records(models.target_vlm, evaluation, **kw)
+        zs = zero_shot(models.target_vlm, classes, cfg.zero_shot_templates, z.vectors,
+                       [r.label for r in evaluation])
+        rows += [Row("utility", "all", "zero_shot_top1", zs.top1, n=zs.n),
+                 Row("utility", "all", "zero_shot_top5", zs.top5, n=zs.n)]
+    return rows

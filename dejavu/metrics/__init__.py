@@ -1,0 +1,60 @@
+"""Pure memorization metrics on arrays: image test (SPEC §3), vision-language test (§5), statistics (§6)."""
+
+from dejavu.metrics.image import (
+    QUADRANTS,
+    AttackedSplit,
+    Gap,
+    VoteResult,
+    confidence_order,
+    dejavu_gap,
+    direction_gap,
+    label_vote,
+    most_memorized,
+    quadrant_masks,
+    quadrants,
+    sample_scores,
+    symmetric_quadrants,
+    top_p_accuracy,
+    top_p_curve,
+)
+from dejavu.metrics.stats import (
+    Interval,
+    SubsetTest,
+    auroc,
+    batched_top_p_curve,
+    bootstrap_aucg,
+    bootstrap_dejavu_gap,
+    bootstrap_indices,
+    bootstrap_ppg,
+    bootstrap_prg,
+    bootstrap_quadrants,
+    bootstrap_top_p_accuracy,
+    direction_gap_stat,
+    pairwise_gap_stat,
+    subset_gap_pvalue,
+)
+from dejavu.metrics.vlm import (
+    aucg,
+    hits,
+    log_spaced_phis,
+    multi_hot,
+    object_vocabulary,
+    ppg,
+    precision_recall,
+    prg,
+    recall_auc,
+    sample_order,
+    top_l_gaps,
+    top_t_objects,
+    union_objects,
+)
+
+__all__ = [
+    "QUADRANTS", "AttackedSplit", "Gap", "Interval", "SubsetTest", "VoteResult", "aucg", "auroc",
+    "batched_top_p_curve", "bootstrap_aucg", "bootstrap_dejavu_gap", "bootstrap_indices", "bootstrap_ppg",
+    "bootstrap_prg", "bootstrap_quadrants", "bootstrap_top_p_accuracy", "confidence_order", "dejavu_gap",
+    "direction_gap", "direction_gap_stat", "hits", "label_vote", "log_spaced_phis", "most_memorized",
+    "multi_hot", "object_vocabulary", "pairwise_gap_stat", "ppg", "precision_recall", "prg", "quadrant_masks",
+    "quadrants", "recall_auc", "sample_order", "sample_scores", "subset_gap_pvalue", "symmetric_quadrants",
+    "top_l_gaps", "top_p_accuracy", "top_p_curve", "top_t_objects", "union_objects",
+]

@@ -1,0 +1,251 @@
+"""Image-test metrics (SPEC section 3): neighbour label votes, top-p accuracy, the two-model gap.
+
+Everything here is a pure function of arrays (numpy, or anything ``np.asarray`` reads such as
+CPU torch tensors), vectorized over records. Records are identified by their string ids, never
+by position: rankings break ties by id so results do not depend on input order. Subsets
+(``all``, ``canary``, ``non-canary``) are taken with ``AttackedSplit.subset``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+QUADRANTS = ("memorized", "correlated", "misrepresented", "unassociated")
+
+
+def as_ids(ids: Sequence[str] | np.ndarray, n: int | None = None) -> np.ndarray:
+    """Returns the ids as a numpy string array, checking they are unique (and `n` long if given)."""
+    arr = np.asarray(ids, dtype=str)
+    if arr.ndim != 1:
+        raise ValueError(f"ids must be one-dimensional, got shape {arr.shape}")
+    if n is not None and arr.shape[0] != n:
+        raise ValueError(f"got {arr.shape[0]} ids for {n} records")
+    uniq, counts = np.unique(arr, return_counts=True)
+    if (counts > 1).any():
+        raise ValueError(f"record ids must be unique; repeated: {uniq[counts > 1][:5].tolist()}")
+    return arr
+
+
+def keep_count(p: float, n: int) -> int:
+    """Returns floor(p * n), the number of records that top-p keeps, for 0 < p <= 1."""
+    if not 0.0 < p <= 1.0:
+        raise ValueError(f"p must be in (0, 1], got {p}")
+    # The 1e-9 guard stops float products like 0.29 * 100 = 28.999999999999996 losing a record.
+    return int(math.floor(p * n + 1e-9))
+
+
+@dataclass(frozen=True)
+class VoteResult:
+    """Per-record outcome of the neighbour label vote.
+
+    `top5` holds the five best labels in vote order, padded with -1 when the neighbours carry
+    fewer than five distinct labels. `entropy` is in nats; `confidence` is its negative.
+    """
+
+    pred: np.ndarray
+    top5: np.ndarray
+    entropy: np.ndarray
+    confidence: np.ndarray
+
+
+def label_vote(neighbour_labels, neighbour_dists, n_classes: int) -> VoteResult:
+    """Returns the majority label of each record's k neighbours, its top-5, entropy and confidence.
+
+    Labels are ranked by count (descending), then summed neighbour distance (ascending), then
+    class index (ascending), so ties are deterministic. Only row-wise sorts of the [n, k] input
+    are used, so the cost does not depend on n_classes.
+    """
+    labels = np.asarray(neighbour_labels)
+    dists = np.asarray(neighbour_dists, dtype=np.float64)
+    if labels.ndim != 2 or labels.shape != dists.shape or labels.shape[1] == 0:
+        raise ValueError(f"neighbour labels {labels.shape} and distances {dists.shape} must be equal [n, k>0]")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"neighbour labels must be integer class indices, got dtype {labels.dtype}")
+    if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
+        raise ValueError(f"neighbour labels must lie in [0, {n_classes}); got [{labels.min()}, {labels.max()}]")
+    if not np.isfinite(dists).all():
+        raise ValueError("neighbour distances must be finite")
+    n, k = labels.shape
+    # Sorting each row by label makes every (record, label) pair one run; a run's first slot
+    # carries its count and summed distance, the other slots stay empty (count 0, distance inf).
+    by_label = np.argsort(labels, axis=1, kind="stable")
+    sorted_labels = np.take_along_axis(labels, by_label, axis=1).astype(np.int64)
+    sorted_dists = np.take_along_axis(dists, by_label, axis=1)
+    starts = np.ones((n, k), dtype=bool)
+    starts[:, 1:] = sorted_labels[:, 1:] != sorted_labels[:, :-1]
+    first = np.flatnonzero(starts)
+    counts = np.diff(first, append=n * k)
+    count_at = np.zeros((n, k), dtype=np.int16 if k < 2**15 else np.int64)  # int16 sorts by radix
+    dist_at = np.full((n, k), np.inf)
+    count_at.ravel()[first] = counts
+    dist_at.ravel()[first] = np.add.reduceat(sorted_dists.ravel(), first)
+
+    # Two stable row sorts rank by count, then summed distance, then label (the run order).
+    by_dist = np.argsort(dist_at, axis=1, kind="stable")
+    by_count = np.argsort(-np.take_along_axis(count_at, by_dist, axis=1), axis=1, kind="stable")
+    ranked = np.take_along_axis(by_dist, by_count, axis=1)[:, :5]
+    top5 = np.full((n, 5), -1, dtype=np.int64)
+    top5[:, : ranked.shape[1]] = np.where(np.take_along_axis(count_at, ranked, axis=1) > 0,
+                                          np.take_along_axis(sorted_labels, ranked, axis=1), -1)
+    pred = top5[:, 0].copy()
+
+    share = counts / k
+    entropy = np.bincount(first // k, weights=-share * np.log(share), minlength=n).astype(np.float64)
+    return VoteResult(pred=pred, top5=top5, entropy=entropy, confidence=0.0 - entropy)
+
+
+def confidence_order(confidence, ids) -> np.ndarray:
+    """Returns record positions from most to least confident, ties broken by ascending id."""
+    conf = np.asarray(confidence, dtype=np.float64)
+    ids = as_ids(ids, conf.shape[0])
+    if np.isnan(conf).any():
+        bad = ids[np.isnan(conf)][:5].tolist()
+        raise ValueError(f"confidence is NaN for records {bad}")
+    return np.lexsort((ids, -conf))
+
+
+def top_p_curve(correct, confidence, ids, ps) -> np.ndarray:
+    """Returns Acc(S, p) for each p: the mean correctness of the floor(p*n) most confident records.
+
+    A p that keeps no record gives NaN (the accuracy of an empty set is undefined).
+    """
+    correct = np.asarray(correct, dtype=bool)
+    order = confidence_order(confidence, ids)
+    if correct.shape != order.shape:
+        raise ValueError(f"correct {correct.shape} and confidence {order.shape} differ in length")
+    hits = np.concatenate([[0], np.cumsum(correct[order])])
+    keep = np.array([keep_count(p, correct.size) for p in np.atleast_1d(ps)], dtype=np.int64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(keep > 0, hits[keep] / np.maximum(keep, 1), np.nan)
+
+
+def top_p_accuracy(correct, confidence, ids, p: float) -> float:
+    """Returns Acc(S, p): mean correctness over the floor(p*n) most confident records (NaN if none)."""
+    return float(top_p_curve(correct, confidence, ids, [p])[0])
+
+
+@dataclass(frozen=True)
+class AttackedSplit:
+    """One attacked split with the outcomes of the model trained on it and of the other model.
+
+    For split A the target is model A and the reference model B; for split B the roles swap.
+    """
+
+    ids: np.ndarray
+    correct_target: np.ndarray
+    confidence_target: np.ndarray
+    correct_reference: np.ndarray
+    confidence_reference: np.ndarray
+
+    def __post_init__(self):
+        ids = as_ids(self.ids)
+        object.__setattr__(self, "ids", ids)
+        for name in ("correct_target", "correct_reference"):
+            object.__setattr__(self, name, np.asarray(getattr(self, name), dtype=bool))
+        for name in ("confidence_target", "confidence_reference"):
+            object.__setattr__(self, name, np.asarray(getattr(self, name), dtype=np.float64))
+        for name in ("correct_target", "confidence_target", "correct_reference", "confidence_reference"):
+            if getattr(self, name).shape != ids.shape:
+                raise ValueError(f"{name} has shape {getattr(self, name).shape}, expected {ids.shape}")
+
+    @classmethod
+    def from_votes(cls, ids, labels, target: VoteResult, reference: VoteResult) -> AttackedSplit:
+        """Returns the split scored against the true labels by the target and reference votes."""
+        labels = np.asarray(labels)
+        return cls(ids=ids, correct_target=target.pred == labels, confidence_target=target.confidence,
+                   correct_reference=reference.pred == labels, confidence_reference=reference.confidence)
+
+    def __len__(self) -> int:
+        return int(self.ids.shape[0])
+
+    def subset(self, selector) -> AttackedSplit:
+        """Returns the records picked by a boolean mask or an index array (e.g. the canaries)."""
+        sel = np.asarray(selector)
+        if sel.dtype == bool and sel.shape != self.ids.shape:
+            raise ValueError(f"mask has shape {sel.shape}, expected {self.ids.shape}")
+        return AttackedSplit(self.ids[sel], self.correct_target[sel], self.confidence_target[sel],
+                             self.correct_reference[sel], self.confidence_reference[sel])
+
+    def target_accuracy(self, ps) -> np.ndarray:
+        """Returns the target model's top-p accuracy on this split for each p."""
+        return top_p_curve(self.correct_target, self.confidence_target, self.ids, ps)
+
+    def reference_accuracy(self, ps) -> np.ndarray:
+        """Returns the reference model's top-p accuracy on this split, ranked by its own confidence."""
+        return top_p_curve(self.correct_reference, self.confidence_reference, self.ids, ps)
+
+    def memorized(self) -> np.ndarray:
+        """Returns the mask of records the target gets right and the reference gets wrong."""
+        return self.correct_target & ~self.correct_reference
+
+
+@dataclass(frozen=True)
+class Gap:
+    """The symmetrized top-p accuracies of target and reference, and their difference."""
+
+    target: float
+    reference: float
+    gap: float
+
+
+def dejavu_gap(split_a: AttackedSplit, split_b: AttackedSplit, p: float) -> Gap:
+    """Returns target(p), reference(p) and DV(p) = target(p) - reference(p), averaged over both splits."""
+    target = 0.5 * (split_a.target_accuracy([p])[0] + split_b.target_accuracy([p])[0])
+    reference = 0.5 * (split_a.reference_accuracy([p])[0] + split_b.reference_accuracy([p])[0])
+    return Gap(float(target), float(reference), float(target - reference))
+
+
+def direction_gap(split: AttackedSplit, p: float) -> float:
+    """Returns Acc_target(S, p) - Acc_reference(S, p) on one split (the gap of a canary subset)."""
+    return float(split.target_accuracy([p])[0] - split.reference_accuracy([p])[0])
+
+
+def quadrant_masks(correct_target, correct_reference) -> dict[str, np.ndarray]:
+    """Returns, per quadrant name, the bool mask of the records that fall in it."""
+    t = np.asarray(correct_target, dtype=bool)
+    r = np.asarray(correct_reference, dtype=bool)
+    if t.shape != r.shape or t.size == 0:
+        raise ValueError(f"need two equal, non-empty correctness arrays; got {t.shape} and {r.shape}")
+    return dict(zip(QUADRANTS, (t & ~r, t & r, ~t & r, ~t & ~r), strict=True))
+
+
+def quadrants(correct_target, correct_reference) -> dict[str, float]:
+    """Returns the fractions of records memorized, correlated, misrepresented and unassociated."""
+    return {name: float(m.mean()) for name, m in quadrant_masks(correct_target, correct_reference).items()}
+
+
+def symmetric_quadrants(split_a: AttackedSplit, split_b: AttackedSplit) -> dict[str, float]:
+    """Returns the quadrant fractions averaged over both directions with equal weight ½ each.
+
+    The unweighted average mirrors target(p) = ½[Acc + Acc], so DV(100%) = memorized -
+    misrepresented holds even when the two splits differ in size.
+    """
+    qa = quadrants(split_a.correct_target, split_a.correct_reference)
+    qb = quadrants(split_b.correct_target, split_b.correct_reference)
+    return {name: 0.5 * (qa[name] + qb[name]) for name in QUADRANTS}
+
+
+def sample_scores(entropy_target, entropy_reference, memorized_mask) -> np.ndarray:
+    """Returns reference entropy - target entropy for memorized records and -inf for the others.
+
+    -inf ranks non-memorized records below every memorized one in sorts and in the AUROC.
+    """
+    et = np.asarray(entropy_target, dtype=np.float64)
+    er = np.asarray(entropy_reference, dtype=np.float64)
+    mem = np.asarray(memorized_mask, dtype=bool)
+    if not et.shape == er.shape == mem.shape:
+        raise ValueError(f"entropies {et.shape}, {er.shape} and mask {mem.shape} must have one shape")
+    return np.where(mem, er - et, -np.inf)
+
+
+def most_memorized(ids, scores, n: int) -> list[tuple[str, float]]:
+    """Returns up to n (id, score) pairs with the highest finite scores, ties broken by id."""
+    scores = np.asarray(scores, dtype=np.float64)
+    ids = as_ids(ids, scores.shape[0])
+    order = np.lexsort((ids, -scores))
+    order = order[np.isfinite(scores[order])][:n]
+    return [(str(ids[i]), float(scores[i])) for i in order]

@@ -1,0 +1,191 @@
+"""Vision-language test metrics (SPEC section 5): objects predicted from neighbours, PPG/PRG/AUCG.
+
+Object sets are multi-hot matrices (records x vocabulary, bool) whose columns are in sorted
+object-name order, so set sizes, intersections, precision and recall are vectorized, and "ties
+broken by object name" is "ties broken by column index".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from dejavu.metrics.image import as_ids
+
+ORDERINGS = ("min_dist", "crct_pred", "max_pred_gap")
+DEFAULT_PHIS = (0.001, 0.01, 0.1)
+
+
+def object_vocabulary(*collections: Iterable[Iterable[str]]) -> tuple[str, ...]:
+    """Returns the sorted distinct object names found in any of the given collections of object sets."""
+    return tuple(sorted({obj for sets in collections for objects in sets for obj in objects}))
+
+
+def multi_hot(object_sets: Sequence[Iterable[str]], vocabulary: Sequence[str], ids=None) -> np.ndarray:
+    """Returns a bool [n, V] matrix with row i marking the objects of set i; unknown names raise."""
+    column = {name: j for j, name in enumerate(vocabulary)}
+    if list(column) != sorted(column) or len(column) != len(vocabulary):
+        raise ValueError("vocabulary must be sorted and free of repeats (use object_vocabulary)")
+    out = np.zeros((len(object_sets), len(vocabulary)), dtype=bool)
+    for i, objects in enumerate(object_sets):
+        for obj in objects:
+            if obj not in column:
+                who = f"record {ids[i]!r}" if ids is not None else f"row {i}"
+                raise ValueError(f"{who}: object {obj!r} is not in the vocabulary")
+            out[i, column[obj]] = True
+    return out
+
+
+def neighbour_object_counts(public_objects, neighbours) -> np.ndarray:
+    """Returns int [n, V]: for each record, how many of its k neighbours contain each object."""
+    public = np.asarray(public_objects, dtype=bool)
+    nbrs = np.asarray(neighbours)
+    if public.ndim != 2 or nbrs.ndim != 2:
+        raise ValueError(f"need public objects [N, V] and neighbour indices [n, k]; got {public.shape}, {nbrs.shape}")
+    if nbrs.size and (nbrs.min() < 0 or nbrs.max() >= public.shape[0]):
+        raise ValueError(f"neighbour indices must lie in [0, {public.shape[0]})")
+    counts = np.zeros((nbrs.shape[0], public.shape[1]), dtype=np.int32)
+    # Loop over the k neighbour slots (k is small), never over records; avoids an [n, k, V] tensor.
+    for j in range(nbrs.shape[1]):
+        counts += public[nbrs[:, j]]
+    return counts
+
+
+def union_objects(public_objects, neighbours) -> np.ndarray:
+    """Returns bool [n, V]: the union of the ground-truth objects of each record's neighbours."""
+    return neighbour_object_counts(public_objects, neighbours) > 0
+
+
+def top_t_objects(public_objects, neighbours, t: int) -> np.ndarray:
+    """Returns bool [n, V]: the t objects found in most neighbours, ties by name; never a 0-count object."""
+    if t < 1:
+        raise ValueError(f"T must be at least 1, got {t}")
+    counts = neighbour_object_counts(public_objects, neighbours)
+    # A stable sort on -count keeps equal counts in column order, i.e. by object name.
+    best = np.argsort(-counts, axis=1, kind="stable")[:, :t]
+    pred = np.zeros(counts.shape, dtype=bool)
+    np.put_along_axis(pred, best, True, axis=1)
+    return pred & (counts > 0)
+
+
+def hits(gt, pred) -> np.ndarray:
+    """Returns int [n]: |G ∩ Ŷ|, the number of ground-truth objects each record's prediction got."""
+    g, y = _pair(gt, pred)
+    return (g & y).sum(axis=1)
+
+
+def precision_recall(gt, pred, ids=None) -> tuple[np.ndarray, np.ndarray]:
+    """Returns per-record precision |G∩Ŷ|/|Ŷ| (0 when Ŷ is empty) and recall |G∩Ŷ|/|G|.
+
+    Records with no ground-truth objects must be dropped (and counted) by the caller; they raise.
+    """
+    g, y = _pair(gt, pred)
+    n_gt = g.sum(axis=1)
+    if (n_gt == 0).any():
+        bad = np.flatnonzero(n_gt == 0)[:5]
+        names = [repr(ids[i]) for i in bad] if ids is not None else [f"row {i}" for i in bad]
+        raise ValueError(f"records without ground-truth objects must be dropped first: {', '.join(names)}")
+    inter = (g & y).sum(axis=1)
+    n_pred = y.sum(axis=1)
+    prec = np.divide(inter, n_pred, out=np.zeros(inter.shape, dtype=np.float64), where=n_pred > 0)
+    return prec, inter / n_gt
+
+
+def pairwise_gap(a, b) -> float:
+    """Returns frac(a > b) - frac(a < b); ties count for neither side."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1 or a.size == 0:
+        raise ValueError(f"need two equal, non-empty 1-d arrays; got {a.shape} and {b.shape}")
+    return float(np.sign(a - b).mean())
+
+
+def ppg(prec_a, prec_b) -> float:
+    """Returns the population precision gap frac(prec_A > prec_B) - frac(prec_A < prec_B)."""
+    return pairwise_gap(prec_a, prec_b)
+
+
+def prg(rec_a, rec_b) -> float:
+    """Returns the population recall gap frac(rec_A > rec_B) - frac(rec_A < rec_B)."""
+    return pairwise_gap(rec_a, rec_b)
+
+
+def recall_auc(rec) -> float:
+    """Returns the exact area under t -> frac(recall >= t) for t in [0, 1].
+
+    The curve is a step function that drops by 1/n at each sorted recall r_(j), so the area is
+    sum_j (r_(j) - r_(j-1)) * (n - j + 1) / n, which telescopes to mean(recall).
+    """
+    r = np.sort(np.asarray(rec, dtype=np.float64))
+    if r.ndim != 1 or r.size == 0:
+        raise ValueError("need a non-empty 1-d array of recalls")
+    if r[0] < 0 or r[-1] > 1:
+        raise ValueError(f"recalls must lie in [0, 1]; got [{r[0]}, {r[-1]}]")
+    widths = np.diff(r, prepend=0.0)
+    heights = np.arange(r.size, 0, -1) / r.size
+    return float(widths @ heights)
+
+
+def aucg(rec_a, rec_b) -> float:
+    """Returns AUC_A - AUC_B of the recall curves (equal to the gap in mean recall)."""
+    return recall_auc(rec_a) - recall_auc(rec_b)
+
+
+def sample_order(kind: str, ids, *, min_dist=None, hits_a=None, hits_b=None) -> np.ndarray:
+    """Returns record positions in the order `kind` ranks them for the top-L curve, ties by id.
+
+    min_dist: ascending target distance to the nearest public key; crct_pred: descending
+    |G∩Ŷ_A|; max_pred_gap: descending |G∩Ŷ_A| - |G∩Ŷ_B|.
+    """
+    if kind == "min_dist":
+        key = _required(min_dist, "min_dist", kind)
+    elif kind == "crct_pred":
+        key = -_required(hits_a, "hits_a", kind)
+    elif kind == "max_pred_gap":
+        key = -(_required(hits_a, "hits_a", kind) - _required(hits_b, "hits_b", kind))
+    else:
+        raise ValueError(f"unknown ordering {kind!r}; choose one of {ORDERINGS}")
+    ids = as_ids(ids, key.shape[0])
+    return np.lexsort((ids, key))
+
+
+def log_spaced_phis(n: int, num: int = 50) -> np.ndarray:
+    """Returns `num` log-spaced fractions from 1/n to 1, for the full top-L curve."""
+    return np.geomspace(1.0 / n, 1.0, num)
+
+
+def top_l_gaps(order, prec_a, rec_a, prec_b, rec_b, phis=DEFAULT_PHIS) -> pd.DataFrame:
+    """Returns, per phi, L = max(1, floor(phi*n)) and the gaps in mean precision, mean recall and F.
+
+    F = 2PR/(P+R+1e-5) is computed from the means over the top L records, for each model.
+    """
+    order = np.asarray(order)
+    cols = [np.asarray(x, dtype=np.float64)[order] for x in (prec_a, rec_a, prec_b, rec_b)]
+    n = order.size
+    if n == 0 or any(c.shape != (n,) for c in cols):
+        raise ValueError("order, precisions and recalls must be non-empty and of one length")
+    cum = [np.cumsum(c) for c in cols]
+    phis = np.asarray(phis, dtype=np.float64)
+    lengths = np.maximum(1, np.floor(phis * n + 1e-9).astype(np.int64))
+    lengths = np.minimum(lengths, n)
+    pa, ra, pb, rb = (c[lengths - 1] / lengths for c in cum)
+    f_a = 2 * pa * ra / (pa + ra + 1e-5)
+    f_b = 2 * pb * rb / (pb + rb + 1e-5)
+    return pd.DataFrame({"phi": phis, "L": lengths, "precision_gap": pa - pb,
+                         "recall_gap": ra - rb, "f_gap": f_a - f_b})
+
+
+def _pair(gt, pred) -> tuple[np.ndarray, np.ndarray]:
+    g = np.asarray(gt, dtype=bool)
+    y = np.asarray(pred, dtype=bool)
+    if g.ndim != 2 or g.shape != y.shape:
+        raise ValueError(f"ground truth {g.shape} and prediction {y.shape} must be equal [n, V] matrices")
+    return g, y
+
+
+def _required(values, name: str, kind: str) -> np.ndarray:
+    if values is None:
+        raise ValueError(f"ordering {kind!r} needs {name}")
+    return np.asarray(values, dtype=np.float64)

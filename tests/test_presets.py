@@ -1,0 +1,102 @@
+"""Presets: every shipped preset loads, overrides are typed, and bad names fail with the valid list."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench.presets import PresetError, apply_override, available_presets, load_preset
+from bench.recipes import RECIPES
+from bench.recipes.config import TrainConfig
+from dejavu.data.scenes import PRESETS as SCENES_PRESETS
+from dejavu.measure import MeasureConfig
+
+
+def test_the_three_presets_ship_and_load_for_every_recipe():
+    assert available_presets() == ["default", "paper", "smoke"]
+    for name in available_presets():
+        preset = load_preset(name)
+        assert preset.name == name and preset.data.scenes in SCENES_PRESETS
+        for recipe in RECIPES:
+            plan = preset.plan(recipe)
+            cfg = preset.train_config(recipe)
+            assert plan.max_epochs == cfg.epochs
+            assert plan.modality == ("image-text" if recipe == "clip" else "image")
+            if recipe != "clip":
+                assert len(cfg.projector_dims(recipe)) >= 2
+
+
+def test_paper_preset_has_the_published_sizes():
+    paper = load_preset("paper")
+    assert paper.train.backbone == "resnet50" and paper.train.epochs == 1000
+    assert paper.train.projector["vicreg"] == (8192, 8192, 8192)
+    assert paper.train.projector["simclr"] == (2048, 128)
+    assert paper.train.projector["byol"] == (4096, 256)
+    assert paper.train_config("clip").clip_model == "ViT-B-32"
+    assert paper.train_config("clip").optimizer == "adamw" and paper.train_config("vicreg").optimizer == "lars"
+
+
+def test_overrides_are_read_as_the_field_type():
+    p = load_preset("smoke", ["train.epochs=5", "train.lr=0.5", "train.crop_scale=[0.05, 1]",
+                              "train.devices=auto", "train.limit_train_batches=0.25",
+                              "train.projector.vicreg=[16,16,8]", "measure.knn_metric=cosine",
+                              "measure.threshold_fraction=0.3", "data.params.n_classes=6", "data.per_class=7",
+                              "train_by_recipe.clip.epochs=2"])
+    assert p.train.epochs == 5 and isinstance(p.train.epochs, int)
+    assert p.train.lr == 0.5 and p.train.crop_scale == (0.05, 1.0)
+    assert p.train.devices == "auto" and p.train.limit_train_batches == 0.25
+    assert p.train.projector["vicreg"] == (16, 16, 8)
+    assert p.train.projector["simclr"] == load_preset("smoke").train.projector["simclr"]  # others untouched
+    assert p.measure.knn_metric == "cosine" and p.measure.threshold_fraction == 0.3
+    assert p.data.params == {"n_classes": 6} and p.data.per_class == 7
+    assert p.train_config("clip").epochs == 2 and p.train_config("vicreg").epochs == 5
+    assert p.plan("clip").max_epochs == 2
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.epoch=5", "valid fields: backbone, image_size, epochs"),
+    ("train.epochs=five", "'five' is not of type int"),
+    ("train.epochs=1.5", "is not of type int"),
+    ("train.crop_scale=[0.1]", "expected 2 values"),
+    ("measure.knn_metric=manhattan", "'l2' or 'cosine'"),
+    ("measure.n_bootstrap=50", ">= 200"),
+    ("measure.tests=[\"image-magic\"]", "unknown test 'image-magic'"),
+    ("data.params.n_class=4", "valid fields: n_classes"),
+    ("model.width=3", "section one of data, train, measure"),
+    ("train_by_recipe.dino.lr=1", "unknown recipe 'dino'"),
+    ("train.epochs", "section.field=value"),
+])
+def test_bad_overrides_name_the_problem(override, message):
+    with pytest.raises(PresetError, match=message.replace("[", r"\[").replace("(", r"\(")):
+        apply_override(load_preset("smoke"), override)
+
+
+def test_unknown_preset_lists_the_available_ones():
+    with pytest.raises(PresetError, match="default, paper, smoke"):
+        load_preset("huge")
+
+
+def test_a_preset_file_path_loads_and_unknown_json_fields_fail(tmp_path):
+    good = tmp_path / "mine.json"
+    good.write_text(json.dumps({"train": {"epochs": 2}, "measure": {"k": 7}}))
+    p = load_preset(good)
+    assert p.name == "mine" and p.train.epochs == 2 and p.measure.k == 7
+    assert p.train.backbone == TrainConfig().backbone  # unset fields keep their defaults
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"train": {"epochz": 2}}))
+    with pytest.raises(PresetError, match="unknown field train.epochz"):
+        load_preset(bad)
+
+
+@pytest.mark.parametrize("name", ["smoke", "default", "paper"])
+def test_measure_section_is_what_the_measurement_library_reads(name):
+    measure = load_preset(name).measure
+    cfg = MeasureConfig.from_dict(measure.as_dict())
+    assert (cfg.image.k, cfg.vlm.k, cfg.crop_rule, cfg.probe_epochs) == (measure.k, measure.vlm_k,
+                                                                        measure.crop_rule, measure.probe_epochs)
+
+
+def test_to_dict_round_trips_through_json():
+    p = load_preset("paper")
+    assert json.loads(json.dumps(p.to_dict()))["train"]["projector"]["byol"] == [4096, 256]
