@@ -7,16 +7,22 @@ the parsed arguments; it returns an exit code). Add a command by appending its m
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
+import warnings
 
 from bench.commands import data, measure, plot, run, sweep
+from bench.recipes.train import TrainingDirError
+from bench.sweep import LauncherError
 from dejavu.records import RecordError
 from mitigations.base import MitigationError
 
 COMMANDS = (run, sweep, measure, plot, data)
-#: errors that describe a bad request or bad input: printed as one line, not as a traceback
-USER_ERRORS = (RecordError, MitigationError, FileNotFoundError, ValueError, KeyError, RuntimeError)
+#: errors that describe a bad request or bad input: printed as one line, not as a traceback.
+#: Not RuntimeError at large: torch raises it for bugs, and those need their traceback.
+USER_ERRORS = (RecordError, MitigationError, TrainingDirError, LauncherError, FileNotFoundError, ValueError,
+               KeyError)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,8 +35,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def configure_logging() -> None:
+    """Shows the suite's own progress lines and keeps the libraries' banners to warnings."""
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    for name in ("dejavu", "bench", "mitigations"):
+        logging.getLogger(name).setLevel(logging.INFO)
+    # Lightning's "GPU available" banners and tips, repeated for every model, would bury the summary.
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Returns the exit code of the command that `argv` (default: sys.argv) names."""
+    configure_logging()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

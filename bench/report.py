@@ -47,3 +47,6 @@ def print_summary(rows: pd.DataFrame, table_path: Path) -> None:
     with pd.option_context("display.width", 200, "display.max_colwidth", 40, "display.max_rows", 100):
         print(summary_table(rows).to_string())
     print(f"\n{len(rows)} rows appended to {table_path}")
+    reports = table_path.parent / "reports" / str(first.run_id)
+    if reports.is_dir():
+        print(f"per-record outcomes and the most memorized records: {reports}/")

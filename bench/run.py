@@ -20,10 +20,10 @@ from bench.presets import Preset, load_preset
 from bench.recipes import get_recipe
 from bench.recipes.train import TrainedModel, expanded_length, train_model
 from bench.store import ResultsStore
-from dejavu.data import load_dataset
+from dejavu.data import KINDS, PRESETS, load_dataset
 from dejavu.measure import MeasureConfig, Models, measure
 from dejavu.records import RecordSet
-from dejavu.splits import assign_splits, summarize_splits, training_records
+from dejavu.splits import assign_splits, training_records
 from mitigations.base import TrainingPlan
 from mitigations.registry import apply_mitigations, describe, parse_mitigations
 
@@ -68,9 +68,28 @@ class PreparedRun:
         return hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
+def check_data_spec(data: str) -> None:
+    """Returns None when `data` names a known dataset kind whose paths exist; raises otherwise, reading nothing.
+
+    `load_dataset` checks the same, but only when the records are loaded: checking here lets a
+    sweep (whose runs may be submitted as jobs) refuse a mistyped path before anything starts.
+    """
+    kind, _, rest = data.partition(":")
+    if kind not in KINDS:
+        raise ValueError(f"unknown dataset kind {kind!r} in {data!r}; expected one of {', '.join(KINDS)}")
+    if kind == "scenes":
+        if rest and rest not in PRESETS:
+            raise ValueError(f"unknown scenes preset {rest!r} in {data!r}; available: {', '.join(PRESETS)}")
+        return
+    for path in filter(None, rest.split(",")):
+        if not Path(path).exists():
+            raise FileNotFoundError(f"dataset path {path!r} (from {data!r}) does not exist")
+
+
 def prepare(spec: RunSpec) -> PreparedRun:
     """Returns the validated run; raises a clear error for any bad request before training."""
     get_recipe(spec.recipe)
+    check_data_spec(spec.data)
     preset = load_preset(spec.preset, list(spec.overrides))
     mitigations = parse_mitigations(list(spec.mitigations))
     plan = apply_mitigations(preset.plan(spec.recipe), mitigations)
@@ -81,9 +100,7 @@ def prepare(spec: RunSpec) -> PreparedRun:
 def load_records(prepared: PreparedRun) -> RecordSet:
     """Returns the run's records with A/B/public/eval splits assigned and checked."""
     spec, preset = prepared.spec, prepared.preset
-    records = load_preset_dataset(spec.data, preset, spec.cache / "data")
-    log.info("%s", summarize_splits(records))
-    return records
+    return load_preset_dataset(spec.data, preset, spec.cache / "data")  # assign_splits logs the summary
 
 
 def load_preset_dataset(data: str, preset: Preset, root: Path) -> RecordSet:
@@ -137,7 +154,8 @@ def execute(spec: RunSpec) -> pd.DataFrame:
     target, reference = train_pair(prepared, records)
     cfg = MeasureConfig.from_dict(prepared.preset.measure.as_dict())
     rows = measure(models_for(prepared, target, reference), records, cfg,
-                   cache_dir=spec.cache / "embeddings", progress=spec.progress)
+                   cache_dir=spec.cache / "embeddings", progress=spec.progress,
+                   report_dir=spec.out / "reports" / run_id)
     meta = {"run_id": run_id, "recipe": spec.recipe,
             "mitigation": prepared.mitigation, "strength": prepared.strength, "seed": spec.seed,
             "dataset": f"{spec.data}:{records.fingerprint()}", "preset": spec.preset,

@@ -16,6 +16,10 @@ from bench.run import RunSpec, execute, prepare
 LAUNCHERS = ("local", "slurm", "submitit-local")
 
 
+class LauncherError(RuntimeError):
+    """A launcher that cannot run here (e.g. Slurm without `sbatch`)."""
+
+
 def parse_setting(setting: str) -> tuple[str, ...]:
     """Returns the mitigation specs of one grid setting: 'none' -> (), 'a=1+b=2' -> ('a=1', 'b=2')."""
     setting = setting.strip()
@@ -48,8 +52,8 @@ def run_sweep(specs: list[RunSpec], launcher: str = "local", folder: Path = Path
 
     if launcher == "slurm":
         if shutil.which("sbatch") is None:
-            raise RuntimeError("--launcher slurm needs Slurm, but `sbatch` is not on PATH; run on a Slurm login "
-                               "node or use --launcher local")
+            raise LauncherError("--launcher slurm needs Slurm, but `sbatch` is not on PATH; run on a Slurm "
+                                "login node or use --launcher local")
         executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
         executor.update_parameters(**(slurm or {}))
     else:

@@ -7,13 +7,21 @@ trained here, an off-the-shelf open_clip checkpoint, or any torch module alike.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-from dejavu.attacks.common import StatsConfig
-from dejavu.attacks.image import ImageTestConfig, ImageTestResult, image_target_only, image_two_model
+from dejavu.attacks.common import StatsConfig, atomic_path, excluded_rows
+from dejavu.attacks.grid import write_memorized_grid
+from dejavu.attacks.image import TEST as IMAGE_TEST
+from dejavu.attacks.image import (
+    ImageTestConfig,
+    ImageTestResult,
+    image_target_only,
+    image_two_model,
+)
 from dejavu.attacks.one_model import (
     CROP_TEST,
     NB_TEST,
@@ -23,7 +31,7 @@ from dejavu.attacks.one_model import (
     one_model_rows,
 )
 from dejavu.attacks.vlm import VLMTestConfig, vlm_one_model_text, vlm_two_model
-from dejavu.crops import background_crops
+from dejavu.crops import CropResult, background_crops
 from dejavu.embed import embed_records
 from dejavu.encoders import Encoder
 from dejavu.records import RecordSet
@@ -82,61 +90,102 @@ class Models:
 
 
 def measure(models: Models, records: RecordSet, cfg: MeasureConfig = MeasureConfig(), *,
-            cache_dir: Path | None = None, progress: bool = True) -> pd.DataFrame:
-    """Returns the rows (test, subset, metric, value, ci_low, ci_high, n) of every applicable test."""
+            cache_dir: Path | None = None, progress: bool = True, report_dir: Path | None = None) -> pd.DataFrame:
+    """Returns the rows (test, subset, metric, value, ci_low, ci_high, n) of every applicable test.
+
+    With `report_dir`, the image two-model test also writes its per-record outcomes
+    (`image_records.csv`, one row per attacked record, ids kept) and the most memorized records
+    as an image grid (`memorized.png`) there.
+    """
     unknown = set(cfg.tests) - set(TESTS)
     if unknown:
         raise ValueError(f"unknown tests {sorted(unknown)}; choose from {', '.join(TESTS)}")
-    rows: list[Row] = []
+    kw = dict(cache_dir=cache_dir, progress=progress)
+    rows = image_rows(models, records, cfg, report_dir=report_dir, **kw) + vlm_rows(models, records, cfg, **kw)
+    if "utility" in cfg.tests:
+        rows += utility_rows(models, records, cfg, **kw)
+    return to_frame(rows)
+
+
+def image_rows(models: Models, records: RecordSet, cfg: MeasureConfig, *, cache_dir: Path | None, progress: bool,
+               report_dir: Path | None) -> list[Row]:
+    """Returns the rows of the requested image tests; the two-model one runs only with a reference model."""
+    two_model = "image-two-model" in cfg.tests and models.reference is not None
+    if "image-two-model" in cfg.tests and not two_model:
+        log.info("no reference model: the image two-model test is skipped")
+    one_model_tests = [t for t in (NB_TEST, CROP_TEST) if t in cfg.tests]
+    if not two_model and not one_model_tests:
+        return []
     crops = background_crops([r for r in records if r.split in ("A", "B")], cfg.crop_rule,
                              threshold_fraction=cfg.threshold_fraction)
     log.info("%s", crops)
-    rows += [Row("image-two-model", "all", f"excluded_{reason}", float(n), n=n)
-             for reason, n in sorted(crops.excluded.items())]
-    image: ImageTestResult | None = None
-    if "image-two-model" in cfg.tests and models.reference is not None:
-        image = image_two_model(models.target, models.reference, records, crops, cfg.image,
-                                cache_dir=cache_dir, progress=progress)
-        rows += image.rows
-    one_model_tests = [t for t in (NB_TEST, CROP_TEST) if t in cfg.tests]
-    if one_model_tests:
-        if image is None:
-            image = image_target_only(models.target, records, crops, cfg.image, cache_dir=cache_dir,
-                                      progress=progress)
-        ids = image.records[image.records.split == "A"].id.tolist()
-        fitters = {NB_TEST: naive_bayes_reference, CROP_TEST: crop_classifier_reference}
-        for test in one_model_tests:
-            estimate = fitters[test](records, crops, ids, cfg.one_model)
-            rows += one_model_rows(test, image, estimate, cfg.one_model)
-    if models.target_vlm is not None:
-        if "vlm-two-model" in cfg.tests and models.reference_vlm is not None:
-            rows += vlm_two_model(models.target_vlm, models.reference_vlm, records, cfg.vlm,
-                                  cache_dir=cache_dir, progress=progress)
-        if "vlm-one-model-text" in cfg.tests:
-            text_model = models.text_model
-            if text_model is None:
-                from dejavu.references import SentenceTextEncoder
-                text_model = SentenceTextEncoder()
-            rows += vlm_one_model_text(models.target_vlm, text_model, records, cfg.vlm,
-                                       cache_dir=cache_dir, progress=progress)
-    if "utility" in cfg.tests:
-        rows += utility_rows(models, records, cfg, cache_dir=cache_dir, progress=progress)
-    return to_frame(rows)
+    kw = dict(cache_dir=cache_dir, progress=progress)
+    rows: list[Row] = []
+    if two_model:
+        image = image_two_model(models.target, models.reference, records, crops, cfg.image, **kw)
+        rows += excluded_rows(IMAGE_TEST, crops.excluded) + image.rows
+        if report_dir is not None:
+            write_image_report(image, records, crops, Path(report_dir))
+    else:
+        image = image_target_only(models.target, records, crops, cfg.image, **kw)
+    ids = image.records[image.records.split == "A"].id.tolist()
+    fitters = {NB_TEST: naive_bayes_reference, CROP_TEST: crop_classifier_reference}
+    for test in one_model_tests:
+        estimate = fitters[test](records, crops, ids, cfg.one_model)
+        rows += excluded_rows(test, crops.excluded) + one_model_rows(test, image, estimate, cfg.one_model)
+    return rows
+
+
+def write_image_report(image: ImageTestResult, records: RecordSet, crops: CropResult, report_dir: Path) -> None:
+    """Writes the per-record outcomes (class names, ids kept) and the memorized grid into `report_dir`."""
+    with atomic_path(report_dir / "image_records.csv") as tmp:
+        image.named_records().to_csv(tmp, index=False)
+    write_memorized_grid(image, records, crops, report_dir / "memorized.png")
+
+
+def vlm_rows(models: Models, records: RecordSet, cfg: MeasureConfig, *, cache_dir: Path | None,
+             progress: bool) -> list[Row]:
+    """Returns the rows of the requested caption tests; they need the models' image-text space."""
+    wanted = [t for t in ("vlm-two-model", "vlm-one-model-text") if t in cfg.tests]
+    if wanted and models.target_vlm is None:
+        log.info("the target has no text tower: the caption tests %s are skipped", wanted)
+        return []
+    kw = dict(cache_dir=cache_dir, progress=progress)
+    rows: list[Row] = []
+    if "vlm-two-model" in wanted:
+        if models.reference_vlm is None:
+            log.info("no reference vision-language model: the caption two-model test is skipped")
+        else:
+            rows += vlm_two_model(models.target_vlm, models.reference_vlm, records, cfg.vlm, **kw)
+    if "vlm-one-model-text" in wanted:
+        text_model = models.text_model
+        if text_model is None:
+            from dejavu.references import SentenceTextEncoder  # loads sentence-transformers only when needed
+
+            text_model = SentenceTextEncoder()
+        rows += vlm_one_model_text(models.target_vlm, text_model, records, cfg.vlm, **kw)
+    return rows
 
 
 def utility_rows(models: Models, records: RecordSet, cfg: MeasureConfig, *, cache_dir: Path | None,
                  progress: bool) -> list[Row]:
-    """Returns the target's linear-probe top-1 (public -> eval) and, for VLMs, zero-shot top-1/top-5."""
+    """Returns the target's linear-probe top-1 (public -> eval) and, for VLMs, zero-shot top-1/top-5.
+
+    Unlabelled public or eval records cannot train or score a classifier; they are counted in an
+    `excluded_no-label` row.
+    """
     train = RecordSet([r for r in records if r.split == "public" and r.label is not None], name="probe train")
     evaluation = RecordSet([r for r in records if r.split == "eval" and r.label is not None], name="eval")
     if len(train) == 0 or len(evaluation) == 0:
         raise ValueError(f"utility needs labelled public and eval records; got {len(train)} and {len(evaluation)}")
+    unlabelled = sum(r.split in ("public", "eval") and r.label is None for r in records)
+    rows = excluded_rows("utility", Counter({"no-label": unlabelled} if unlabelled else {}))
     kw = dict(cache_dir=cache_dir, batch_size=cfg.image.batch_size, progress=progress)
     x_train = embed_records(models.target, train, **kw)
     x_eval = embed_records(models.target, evaluation, **kw)
     probe = linear_probe(x_train.vectors, [r.label for r in train], x_eval.vectors,
                          [r.label for r in evaluation], epochs=cfg.probe_epochs, seed=cfg.image.stats.seed)
-    rows = [Row("utility", "all", "linear_probe_top1", probe.top1, n=probe.n_eval)]
+    rows.append(Row("utility", "all", "linear_probe_top1", probe.top1, n=probe.n_eval))
     if models.target_vlm is not None and hasattr(models.target_vlm, "tokenizer"):
         classes = sorted({r.label for r in records if r.label is not None})
         z = embed_records(models.target_vlm, evaluation, **kw)

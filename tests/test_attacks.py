@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from dejavu.attacks.common import StatsConfig
+from dejavu.attacks.grid import write_memorized_grid
 from dejavu.attacks.image import ImageTestConfig, image_two_model
 from dejavu.crops import background_crops
 from dejavu.records import Box, Record, RecordSet
@@ -147,3 +148,83 @@ def test_public_record_without_label_names_it(planted):
     crops = background_crops([r for r in broken if r.split in "AB"])
     with pytest.raises(ValueError, match="r0100"):
         image_two_model(model_a, model_b, broken, crops, CFG, progress=False)
+
+
+def _crops(records):
+    return background_crops([r for r in records if r.split in "AB"])
+
+
+def test_memorized_grid_has_one_row_per_memorized_record(planted, tmp_path):
+    records, model_a, model_b = planted
+    crops = _crops(records)
+    result = image_two_model(model_a, model_b, records, crops, CFG, progress=False)
+    small = write_memorized_grid(result, records, crops, tmp_path / "one.png", n=1, n_neighbours=2)
+    large = write_memorized_grid(result, records, crops, tmp_path / "three.png", n=3, n_neighbours=4)
+    with Image.open(small) as one, Image.open(large) as three:
+        # rows are records, columns the crop plus its neighbours: the figure grows with both
+        assert three.height == pytest.approx(3 * one.height, rel=0.05)
+        assert three.width == pytest.approx(5 / 3 * one.width, rel=0.05)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one.png", "three.png"]  # no temporary files left
+
+
+def test_memorized_grid_is_skipped_when_nothing_is_memorized(planted, tmp_path):
+    records, model_a, _ = planted
+    crops = _crops(records)
+    result = image_two_model(model_a, model_a, records, crops, CFG, progress=False)
+    assert write_memorized_grid(result, records, crops, tmp_path / "grid.png") is None
+    assert not (tmp_path / "grid.png").exists()
+
+
+def test_named_records_keep_ids_and_name_the_classes(planted):
+    records, model_a, model_b = planted
+    result = image_two_model(model_a, model_b, records, _crops(records), CFG, progress=False)
+    named = result.named_records()
+    assert sorted(named.id) == sorted(r.id for r in records if r.split in "AB")
+    assert all(named.label == [records.by_id(i).label for i in named.id])
+    memorized = named[named.correct_target & ~named.correct_reference]
+    assert len(memorized) > 0 and (memorized.pred_target == memorized.label).all()
+    assert np.isfinite(memorized.score).all() and np.isneginf(named.score[~named.index.isin(memorized.index)]).all()
+
+
+def test_target_and_reference_may_differ_in_width(planted):
+    records, model_a, model_b = planted
+    narrow = LookupEncoder({i: v[:5] for i, v in model_b.table.items()}, "b-narrow")
+    result = image_two_model(model_a, narrow, records, _crops(records), CFG, progress=False)
+    assert _value(result, "dv_gap@100").value > 0.5
+
+
+def test_nan_embedding_names_the_record(planted):
+    records, model_a, model_b = planted
+    table = dict(model_a.table)
+    table[100] = torch.full((8,), float("nan"))  # r0100 is a public record
+    broken = LookupEncoder(table, "a-nan")
+    with pytest.raises(ValueError, match=r"NaN/Inf image embeddings, first for record 'r0100'"):
+        image_two_model(broken, model_b, records, _crops(records), CFG, progress=False)
+
+
+class FlattenEncoder(LookupEncoder):
+    """Flattens the raw pixels: its width depends on the image size, so crops and full images differ."""
+
+    def __init__(self):
+        self.fingerprint, self.name = "flatten", "flatten"
+
+    @staticmethod
+    def image_transform(image: Image.Image) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(image, dtype=np.float32)).permute(2, 0, 1)
+
+    def embed_images(self, pixels: torch.Tensor) -> torch.Tensor:
+        return pixels.flatten(1)
+
+
+def test_crop_and_public_widths_that_differ_are_a_clear_error(planted):
+    records, _, model_b = planted
+    with pytest.raises(ValueError, match=r"encoder flatten .* embeds background crops in 1152 dims but public "
+                                         r"images in 1728"):
+        image_two_model(FlattenEncoder(), model_b, records, _crops(records), CFG, progress=False)
+
+
+def test_crops_of_other_records_are_an_error_not_a_silent_drop(planted):
+    records, model_a, model_b = planted
+    crops_of_a = background_crops([r for r in records if r.split == "A"])
+    with pytest.raises(ValueError, match=r"48 B records have neither a background crop nor an exclusion reason"):
+        image_two_model(model_a, model_b, records, crops_of_a, CFG, progress=False)

@@ -154,3 +154,13 @@ def test_auroc_hand_worked_with_non_finite_scores_ranked_lowest():
     assert auroc([3.0, 2.0, -np.inf, 1.0], [True, False, True, False]) == 0.5
     assert auroc([3.0, np.nan, 2.0, -np.inf], [True, False, True, False]) == 1.0
     assert np.isnan(auroc([1.0, 2.0], [True, True]))
+
+
+def test_subset_pvalue_is_nan_when_the_canary_gap_is_undefined():
+    from dejavu.metrics.stats import subset_gap_pvalue
+
+    def stat(idx):
+        return np.full(idx.shape[0], np.nan)
+
+    out = subset_gap_pvalue(stat, np.array([True, False, False]), n_draws=5, seed=0)
+    assert np.isnan(out.canary_gap) and np.isnan(out.p_value)

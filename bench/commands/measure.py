@@ -12,7 +12,7 @@ import torch
 from bench.presets import load_preset
 from bench.recipes.train import load_trained
 from bench.report import print_summary
-from bench.run import load_preset_dataset
+from bench.run import check_data_spec, load_preset_dataset
 from bench.store import ResultsStore
 from dejavu.encoders import TINY_CLIP_CONFIG, OpenClipEncoder
 from dejavu.measure import MeasureConfig, Models, measure
@@ -60,14 +60,17 @@ def main(args: argparse.Namespace) -> int:
     """Returns 0 after measuring and printing every applicable test."""
     start = time.perf_counter()
     preset = load_preset(args.preset, list(args.overrides))
-    records = load_preset_dataset(args.data, preset, args.cache / "data")
+    check_data_spec(args.data)
+    # Models before data: a mistyped model spec or checkpoint path fails before a dataset is built.
     target, target_vlm = load_model(args.target, args.layer)
     reference, reference_vlm = load_model(args.reference, args.layer) if args.reference else (None, None)
+    records = load_preset_dataset(args.data, preset, args.cache / "data")
     models = Models(target, reference, target_vlm, reference_vlm)
-    rows = measure(models, records, MeasureConfig.from_dict(preset.measure.as_dict()),
-                   cache_dir=args.cache / "embeddings", progress=args.progress)
     run_id = hashlib.sha256(f"{args.target}|{args.reference}|{args.layer}|{args.data}|{args.preset}|"
                             f"{sorted(args.overrides)}".encode()).hexdigest()[:12]
+    rows = measure(models, records, MeasureConfig.from_dict(preset.measure.as_dict()),
+                   cache_dir=args.cache / "embeddings", progress=args.progress,
+                   report_dir=args.out / "reports" / run_id)
     meta = {"run_id": run_id, "recipe": f"external:{args.target}", "mitigation": "none", "strength": 0.0,
             "seed": 0, "dataset": f"{args.data}:{records.fingerprint()}", "preset": args.preset,
             "wall_s": round(time.perf_counter() - start, 1)}

@@ -117,7 +117,7 @@ def train_model(plan: TrainingPlan, records: RecordSet, cfg: TrainConfig, out_di
         max_epochs=plan.max_epochs, accelerator=cfg.accelerator, devices=cfg.devices,
         precision=cfg.precision,
         limit_train_batches=None if cfg.limit_train_batches == 1.0 else cfg.limit_train_batches,
-        callbacks=[*plan.fresh_callbacks(), ModelCheckpoint(dirpath=out_dir, save_last=True, save_top_k=0)],
+        callbacks=[*plan.fresh_callbacks(), ModelCheckpoint(dirpath=out_dir, filename="last", save_top_k=1, enable_version_counter=False)],
         logger=CSVLogger(out_dir, name="logs"), default_root_dir=out_dir,
         enable_progress_bar=progress, enable_model_summary=progress,
         log_every_n_steps=cfg.log_every_n_steps,

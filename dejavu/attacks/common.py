@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -50,6 +55,25 @@ def require_labels(records: RecordSet, role: str) -> None:
         if r.label is None:
             raise RecordError(f"{role} record has no label; the image test needs a label for every {role} record",
                               record_id=r.id, file=r.source or r.image)
+
+
+def excluded_rows(test: str, excluded: Counter) -> list[Row]:
+    """Returns one `excluded_<reason>` row per reason, its value and n the number of records left out."""
+    return [Row(test, "all", f"excluded_{reason}", float(n), n=n) for reason, n in sorted(excluded.items())]
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yields a temporary path beside `path` that replaces `path` only if the block completes."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
 
 
 def pct(p: float) -> str:

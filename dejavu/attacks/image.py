@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dejavu.attacks.common import StatsConfig, class_index, gap_rows, require_labels, subset_masks
+from dejavu.attacks.common import StatsConfig, class_index, gap_rows, pct, require_labels, subset_masks
 from dejavu.crops import CropResult
 from dejavu.embed import Embeddings, embed_records
 from dejavu.encoders import Encoder
@@ -61,6 +61,15 @@ class LabelAttack:
         return self.vote.pred == self.labels
 
 
+def labelled_public(records: RecordSet, k: int) -> RecordSet:
+    """Returns the public records, checking that each has a label and that there are at least k."""
+    public = records.where(split="public")
+    require_labels(public, "public")
+    if k > len(public):
+        raise ValueError(f"k={k} exceeds the public set size {len(public)}; lower k or add public images")
+    return public
+
+
 class PublicIndex:
     """One model's embeddings of the labelled public images, the kNN database of the attack."""
 
@@ -75,8 +84,10 @@ class PublicIndex:
     def attack(self, crops: Embeddings, labels: np.ndarray) -> LabelAttack:
         """Returns the vote of the k nearest public images of each crop embedding."""
         if crops.dim != self.embeddings.dim:
-            raise ValueError(f"crop embeddings have {crops.dim} dims but public embeddings {self.embeddings.dim}; "
-                             "both must come from the same encoder and layer")
+            name = getattr(self.encoder, "name", type(self.encoder).__name__)
+            raise ValueError(f"encoder {name} (layer {self.encoder.layer!r}) embeds background crops in {crops.dim} "
+                             f"dims but public images in {self.embeddings.dim}; its embedding width must not "
+                             f"depend on the input image size (resize in image_transform)")
         nbrs = search(crops.vectors, self.embeddings.vectors, self.cfg.k, metric=self.cfg.metric,
                       backend=self.cfg.backend)
         vote = label_vote(self.labels[nbrs.indices.numpy()], nbrs.distances.numpy(), self.n_classes)
@@ -93,10 +104,29 @@ class ImageTestResult:
     public: RecordSet
     classes: dict[str, int]
 
+    def named_records(self) -> pd.DataFrame:
+        """Returns `records` with class names in place of class numbers in the label and prediction columns."""
+        names = {i: c for c, i in self.classes.items()}
+        columns = [c for c in ("label", "pred_target", "pred_reference") if c in self.records]
+        return self.records.assign(**{c: self.records[c].map(names) for c in columns})
+
 
 def attacked_records(records: RecordSet, crops: CropResult, split: str) -> RecordSet:
-    """Returns the records of `split` that have a background crop (Ā in the papers)."""
-    return RecordSet([r for r in records if r.split == split and r.id in crops.crops], name=f"attacked {split}")
+    """Returns the labelled records of `split` that have a background crop (Ā in the papers).
+
+    Every record of the split must have a crop or a counted exclusion in `crops`; one with neither
+    means the crops were computed on other records, and is an error rather than a silent drop.
+    """
+    in_split = [r for r in records if r.split == split]
+    unknown = [r.id for r in in_split if r.id not in crops.crops and r.id not in crops.excluded_ids]
+    if unknown:
+        raise ValueError(f"{len(unknown)} {split} records have neither a background crop nor an exclusion "
+                         f"reason, e.g. {unknown[:5]}; compute the crops with background_crops() over these records")
+    attacked = RecordSet([r for r in in_split if r.id in crops.crops], name=f"attacked {split}")
+    if len(attacked) == 0:
+        raise ValueError(f"split {split} has no record with a background crop; nothing to attack ({crops})")
+    require_labels(attacked, f"attacked {split}")
+    return attacked
 
 
 def embed_crops(encoder: Encoder, attacked: RecordSet, crops: CropResult, cfg: ImageTestConfig,
@@ -114,16 +144,8 @@ def image_two_model(target: Encoder, reference: Encoder, records: RecordSet, cro
     `target` was trained on split A and `reference` on split B; B's records are attacked with the
     roles swapped. Rows are reported for all, canary and non-canary records.
     """
-    public = records.where(split="public")
-    require_labels(public, "public")
+    public = labelled_public(records, cfg.k)
     attacked = {s: attacked_records(records, crops, s) for s in ("A", "B")}
-    for s, rs in attacked.items():
-        require_labels(rs, f"attacked {s}")
-        if len(rs) == 0:
-            raise ValueError(f"split {s} has no record with a background crop; nothing to attack "
-                             f"({crops})")
-    if cfg.k > len(public):
-        raise ValueError(f"k={cfg.k} exceeds the public set size {len(public)}; lower k or add public images")
     classes = class_index(public, attacked["A"], attacked["B"])
     votes = attack_all({"A": target, "B": reference}, public, attacked, crops, classes, cfg, cache_dir, progress)
 
@@ -139,7 +161,8 @@ def image_two_model(target: Encoder, reference: Encoder, records: RecordSet, cro
                          cfg.top_p, cfg.stats)
 
     frame = per_record_frame(attacked, votes, canary)
-    rows += canary_rows(TEST, splits["A"], canary["A"], frame[frame.split == "A"].score.to_numpy(), cfg)
+    rows += canary_rows(TEST, splits["A"], canary["A"], frame[frame.split == "A"].score.to_numpy(), cfg.pvalue_p,
+                        cfg.stats)
     return ImageTestResult(rows, frame, votes["A", "A"], public, classes)
 
 
@@ -160,10 +183,8 @@ def image_target_only(target: Encoder, records: RecordSet, crops: CropResult,
                       cfg: ImageTestConfig = ImageTestConfig(), *, cache_dir: Path | None = None,
                       progress: bool = True) -> ImageTestResult:
     """Returns the target's attack on A alone (no rows): what the one-model tests compare against."""
-    public = records.where(split="public")
-    require_labels(public, "public")
+    public = labelled_public(records, cfg.k)
     attacked = {"A": attacked_records(records, crops, "A")}
-    require_labels(attacked["A"], "attacked A")
     classes = class_index(public, attacked["A"], fit_labels(records))
     votes = attack_all({"A": target}, public, attacked, crops, classes, cfg, cache_dir, progress)
     t = votes["A", "A"]
@@ -195,13 +216,16 @@ def per_record_frame(attacked: dict[str, RecordSet], votes: dict[tuple[str, str]
     return pd.concat(parts, ignore_index=True)
 
 
-def canary_rows(test: str, split_a: AttackedSplit, canary: np.ndarray, scores: np.ndarray,
-                cfg: ImageTestConfig) -> list[Row]:
-    """Returns the canary permutation p-value of dv_gap and the AUROC of the sample-level score."""
+def canary_rows(test: str, split_a: AttackedSplit, canary: np.ndarray, scores: np.ndarray, level: float,
+                stats: StatsConfig) -> list[Row]:
+    """Returns the canary permutation p-value of dv_gap@level and the AUROC of the sample-level score.
+
+    Both need canaries and other records in A; otherwise there are no rows. When the level keeps no
+    canary (floor(level * n_canary) = 0) the canary gap is undefined, and so is its p-value (NaN).
+    """
     if not canary.any() or canary.all():
         return []
-    level = cfg.pvalue_p
-    perm = subset_gap_pvalue(direction_gap_stat(split_a, level), canary, cfg.stats.n_permutations,
-                             cfg.stats.seed)
-    return [Row(test, "canary", f"pvalue_dv_gap@{level * 100:g}", perm.p_value, n=perm.n_canary),
+    perm = subset_gap_pvalue(direction_gap_stat(split_a, level), canary, stats.n_permutations, stats.seed)
+    p_value = perm.p_value if np.isfinite(perm.canary_gap) else float("nan")
+    return [Row(test, "canary", f"pvalue_dv_gap@{pct(level)}", p_value, n=perm.n_canary),
             Row(test, "canary", "canary_auroc", auroc(scores, canary), n=int(canary.size))]

@@ -8,16 +8,18 @@ the other way round; only the roles matter: the estimator never sees the attacke
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 
 from dejavu.attacks.common import StatsConfig, gap_rows, subset_masks
-from dejavu.attacks.image import ImageTestResult
-from dejavu.crops import CropResult, crop_image
-from dejavu.metrics import AttackedSplit, bootstrap_indices
+from dejavu.attacks.image import ImageTestResult, canary_rows
+from dejavu.crops import Crop, CropResult, crop_image
+from dejavu.metrics import AttackedSplit, bootstrap_indices, sample_scores
 from dejavu.metrics.stats import percentile_interval
-from dejavu.records import RecordSet
+from dejavu.records import Record, RecordSet
 from dejavu.references import CropClassifier, NaiveBayesReference, ReferencePrediction, crop_tags
 from dejavu.results import Row
 
@@ -35,6 +37,7 @@ class OneModelConfig:
     crop_image_size: int = 32
     crop_epochs: int = 10
     top_p: tuple[float, ...] = (0.05, 0.2, 1.0)
+    pvalue_p: float = 0.2  # the top-p level of the canary permutation test
     stats: StatsConfig = field(default_factory=StatsConfig)
     seed: int = 0
 
@@ -48,22 +51,27 @@ def fit_split(records: RecordSet, crops: CropResult, split: str) -> RecordSet:
 def naive_bayes_reference(records: RecordSet, crops: CropResult, attacked_ids: list[str],
                           cfg: OneModelConfig) -> ReferencePrediction:
     """Returns naive-Bayes predictions for the attacked A crops, fit on B's crop tags."""
-    fit = fit_split(records, crops, "B")
     nb = NaiveBayesReference(smoothing=cfg.nb_smoothing, normalize=cfg.nb_normalize)
-    nb.fit([crop_tags(r, crops.crops[r.id]) for r in fit], [r.label for r in fit])
-    attacked = [records.by_id(i) for i in attacked_ids]
-    return nb.predict([crop_tags(r, crops.crops[r.id]) for r in attacked], attacked_ids)
+    return fit_and_predict(nb, crop_tags, records, crops, attacked_ids)
 
 
 def crop_classifier_reference(records: RecordSet, crops: CropResult, attacked_ids: list[str],
                               cfg: OneModelConfig) -> ReferencePrediction:
     """Returns crop-classifier predictions for the attacked A crops, trained on B's crops."""
-    fit = fit_split(records, crops, "B")
     clf = CropClassifier(arch=cfg.crop_arch, image_size=cfg.crop_image_size, epochs=cfg.crop_epochs,
                          seed=cfg.seed)
-    clf.fit([crop_image(r, crops.crops[r.id]) for r in fit], [r.label for r in fit])
+    return fit_and_predict(clf, crop_image, records, crops, attacked_ids)
+
+
+def fit_and_predict(estimator, features: Callable[[Record, Crop], object], records: RecordSet, crops: CropResult,
+                    attacked_ids: list[str]) -> ReferencePrediction:
+    """Returns the estimator's predictions for the attacked crops after fitting it on B's crop features."""
+    fit = fit_split(records, crops, "B")
+    if len(fit) == 0:
+        raise ValueError(f"split B has no labelled record with a background crop to fit the estimator on ({crops})")
+    estimator.fit([features(r, crops.crops[r.id]) for r in fit], [r.label for r in fit])
     attacked = [records.by_id(i) for i in attacked_ids]
-    return clf.predict([crop_image(r, crops.crops[r.id]) for r in attacked], attacked_ids)
+    return estimator.predict([features(r, crops.crops[r.id]) for r in attacked], attacked_ids)
 
 
 def one_model_rows(test: str, two_model: ImageTestResult, estimate: ReferencePrediction,
@@ -74,9 +82,10 @@ def one_model_rows(test: str, two_model: ImageTestResult, estimate: ReferencePre
     model); then there is no agreement row.
 
     `agreement` is the fraction of attacked A records on which the estimator and the two-model
-    reference (model B) are both right or both wrong.
+    reference (model B) are both right or both wrong. The sample-level score is the estimator's
+    entropy minus the target's, as in the two-model test, for the canary AUROC.
     """
-    frame = two_model.records[two_model.records.split == "A"].set_index("id").loc[estimate.ids]
+    frame = target_frame(two_model, estimate.ids)
     names = {i: c for c, i in two_model.classes.items()}
     truth = np.array([names[i] for i in frame.label])
     correct_est = np.array([p is not None and p == t for p, t in zip(estimate.pred, truth, strict=True)])
@@ -85,8 +94,9 @@ def one_model_rows(test: str, two_model: ImageTestResult, estimate: ReferencePre
                           correct_reference=correct_est, confidence_reference=estimate.confidence)
     has_model_b = "correct_reference" in frame
     agree = correct_est == frame.correct_reference.to_numpy() if has_model_b else None
+    canary = frame.canary.to_numpy(dtype=bool)
     rows: list[Row] = []
-    for subset, mask in subset_masks(frame.canary.to_numpy()).items():
+    for subset, mask in subset_masks(canary).items():
         if not mask.any():
             continue
         rows += gap_rows(test, subset, split.subset(mask), None, cfg.top_p, cfg.stats)
@@ -95,4 +105,15 @@ def one_model_rows(test: str, two_model: ImageTestResult, estimate: ReferencePre
         idx = bootstrap_indices(int(mask.sum()), cfg.stats.n_bootstrap, cfg.stats.seed)
         a = agree[mask]
         rows.append(percentile_interval(float(a.mean()), a[idx].mean(axis=1), a.size).row(test, subset, "agreement"))
-    return rows
+    scores = sample_scores(frame.entropy_target.to_numpy(), estimate.entropy, split.memorized())
+    return rows + canary_rows(test, split, canary, scores, cfg.pvalue_p, cfg.stats)
+
+
+def target_frame(two_model: ImageTestResult, ids: list[str]) -> pd.DataFrame:
+    """Returns the target's per-record outcomes on the attacked A records `ids`, in that order."""
+    frame = two_model.records[two_model.records.split == "A"].set_index("id")
+    missing = [i for i in ids if i not in frame.index]
+    if missing:
+        raise ValueError(f"the estimator predicted {len(missing)} records the target did not attack, "
+                         f"e.g. {missing[:5]}; predict exactly the attacked A records")
+    return frame.loc[ids]

@@ -7,14 +7,16 @@ ground-truth objects compare the target (trained on A) with the reference (train
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from dejavu.attacks.common import StatsConfig, subset_masks
+from dejavu.attacks.common import StatsConfig, excluded_rows, subset_masks
 from dejavu.embed import Embeddings, embed_captions, embed_records
 from dejavu.encoders import Encoder
 from dejavu.knn import search
@@ -39,6 +41,8 @@ from dejavu.metrics.stats import percentile_interval
 from dejavu.metrics.vlm import DEFAULT_PHIS, ORDERINGS
 from dejavu.records import RecordSet
 from dejavu.results import Row
+
+log = logging.getLogger(__name__)
 
 TEST = "vlm-two-model"
 TEXT_TEST = "vlm-one-model-text"
@@ -72,6 +76,12 @@ class PublicObjects:
     records: RecordSet
     objects: np.ndarray  # bool [N, V]
     vocabulary: tuple[str, ...]
+
+    def captioned(self) -> PublicObjects:
+        """Returns the public records that have a caption: the keys of caption-to-caption search."""
+        keep = np.array([bool(r.caption) for r in self.records], dtype=bool)
+        records = RecordSet([r for r, k in zip(self.records, keep, strict=True) if k], name="captioned public")
+        return PublicObjects(records, self.objects[keep], self.vocabulary)
 
 
 @dataclass(frozen=True)
@@ -116,8 +126,12 @@ class CaptionRetriever:
                  cache_dir: Path | None, batch_size: int, progress: bool):
         if index not in ("t2i", "t2t"):
             raise ValueError(f"index must be 't2i' or 't2t', not {index!r}")
+        if index == "t2t":
+            public = public.captioned()
         if k > len(public.records):
-            raise ValueError(f"k={k} exceeds the public set size {len(public.records)}")
+            what = "public" if index == "t2i" else "captioned public"
+            raise ValueError(f"k={k} exceeds the number of {what} records ({len(public.records)}) searched by "
+                             f"{index}; lower k or add public records")
         self.encoder, self.public, self.k = encoder, public, k
         self.cache_dir, self.batch_size, self.progress = cache_dir, batch_size, progress
         if index == "t2i":
@@ -128,18 +142,26 @@ class CaptionRetriever:
         self.keys = _unit(keys)
 
     def captions(self, records: RecordSet) -> Embeddings:
-        """Returns the encoder's caption embeddings of `records` (a record without one gets '')."""
-        return embed_captions(self.encoder, {r.id: r.caption or "" for r in records}, cache_dir=self.cache_dir,
+        """Returns the encoder's caption embeddings of `records`, which all have a caption."""
+        return embed_captions(self.encoder, {r.id: r.caption for r in records}, cache_dir=self.cache_dir,
                               batch_size=self.batch_size, progress=self.progress)
 
-    def retrieve(self, queries: RecordSet, top_t: int | None = None) -> Retrieval:
-        """Returns the union (or top-T) of the objects of each caption's k nearest public keys."""
+    def retrieve(self, queries: RecordSet, top_ts: Sequence[int] = ()) -> list[Retrieval]:
+        """Returns the union of the objects of each caption's k nearest public keys, then the top-T of each T.
+
+        One search serves every prediction rule: they differ only in how the neighbours' objects are pooled.
+        """
         q = _unit(self.captions(queries))
+        if q.shape[1] != self.keys.shape[1]:
+            name = getattr(self.encoder, "name", type(self.encoder).__name__)
+            raise ValueError(f"encoder {name} embeds captions in {q.shape[1]} dims but its public keys in "
+                             f"{self.keys.shape[1]}; text-to-image search needs the joint image-text space "
+                             f"(layer 'projector')")
         nbrs = search(q, self.keys, self.k, metric="cosine")
         idx = nbrs.indices.numpy()
-        pred = (union_objects(self.public.objects, idx) if top_t is None
-                else top_t_objects(self.public.objects, idx, top_t))
-        return Retrieval(pred, nbrs.distances[:, 0].numpy().astype(np.float64))
+        min_dist = nbrs.distances[:, 0].numpy().astype(np.float64)
+        preds = [union_objects(self.public.objects, idx)] + [top_t_objects(self.public.objects, idx, t) for t in top_ts]
+        return [Retrieval(pred, min_dist) for pred in preds]
 
 
 def pair_rows(test: str, subset: str, truth: np.ndarray, a: Retrieval, b: Retrieval, stats: StatsConfig,
@@ -176,6 +198,43 @@ def top_l_rows(test: str, prefix: str, ids: list[str], truth: np.ndarray, a: Ret
     return rows
 
 
+def attacked_captions(records: RecordSet) -> tuple[PublicObjects, CaptionQueries]:
+    """Returns the public object index and the attacked A captions, raising when no A record qualifies."""
+    public = public_objects(records)
+    queries = caption_queries(records, "A", public.vocabulary)
+    if len(queries.records) == 0:
+        raise ValueError(f"no A record has a caption and objects (excluded: {dict(queries.excluded)})")
+    return public, queries
+
+
+def subset_pair_rows(test: str, queries: CaptionQueries, a: Retrieval, b: Retrieval, stats: StatsConfig,
+                     suffix: str = "") -> list[Row]:
+    """Returns `pair_rows` for all, canary and non-canary queries (a subset without records has none)."""
+    canary = np.array([r.is_canary for r in queries.records])
+    rows: list[Row] = []
+    for subset, mask in subset_masks(canary).items():
+        if mask.any():
+            rows += pair_rows(test, subset, queries.truth[mask], _take(a, mask), _take(b, mask), stats, suffix)
+    return rows
+
+
+def caption_canary_rows(test: str, queries: CaptionQueries, a: Retrieval, b: Retrieval,
+                        stats: StatsConfig) -> list[Row]:
+    """Returns the canary permutation p-value of PPG and the AUROC of the max_pred_gap score.
+
+    Both need canaries and other records among the queries; otherwise there are no rows.
+    """
+    canary = np.array([r.is_canary for r in queries.records])
+    if not canary.any() or canary.all():
+        return []
+    prec_a, _ = precision_recall(queries.truth, a.pred)
+    prec_b, _ = precision_recall(queries.truth, b.pred)
+    perm = subset_gap_pvalue(pairwise_gap_stat(prec_a, prec_b), canary, stats.n_permutations, stats.seed)
+    gap_score = (hits(queries.truth, a.pred) - hits(queries.truth, b.pred)).astype(np.float64)
+    return [Row(test, "canary", "pvalue_ppg", perm.p_value, n=perm.n_canary),
+            Row(test, "canary", "canary_auroc", auroc(gap_score, canary), n=int(canary.size))]
+
+
 def vlm_two_model(target: Encoder, reference: Encoder, records: RecordSet, cfg: VLMTestConfig = VLMTestConfig(),
                   *, cache_dir: Path | None = None, progress: bool = True) -> list[Row]:
     """Returns the two-model caption test of SPEC section 5: target A against reference B on A's captions.
@@ -183,37 +242,22 @@ def vlm_two_model(target: Encoder, reference: Encoder, records: RecordSet, cfg: 
     The null curve (SPEC: "always show the null") comes from the eval records, which neither
     model saw: the same top-L gaps there are what selection alone produces (rows `null_top_l_*`).
     """
-    public = public_objects(records)
-    queries = caption_queries(records, "A", public.vocabulary)
-    if len(queries.records) == 0:
-        raise ValueError(f"no A record has a caption and objects (excluded: {dict(queries.excluded)})")
+    public, queries = attacked_captions(records)
     retrievers = [CaptionRetriever(m, public, cfg.index, cfg.k, cache_dir=cache_dir, batch_size=cfg.batch_size,
                                    progress=progress) for m in (target, reference)]
-    a, b = (r.retrieve(queries.records) for r in retrievers)
-    canary = np.array([r.is_canary for r in queries.records])
-    ids = queries.records.ids
-    rows: list[Row] = [Row(TEST, "all", f"excluded_{reason}", float(n), n=n)
-                       for reason, n in sorted(queries.excluded.items())]
-    for subset, mask in subset_masks(canary).items():
-        if mask.any():
-            rows += pair_rows(TEST, subset, queries.truth[mask], _take(a, mask), _take(b, mask), cfg.stats)
-    for t in cfg.top_t:
-        at, bt = (r.retrieve(queries.records, top_t=t) for r in retrievers)
+    (a, *a_top), (b, *b_top) = (r.retrieve(queries.records, cfg.top_t) for r in retrievers)
+    rows = excluded_rows(TEST, queries.excluded) + subset_pair_rows(TEST, queries, a, b, cfg.stats)
+    for t, at, bt in zip(cfg.top_t, a_top, b_top, strict=True):
         rows += pair_rows(TEST, "all", queries.truth, at, bt, cfg.stats, suffix=f"@top{t}")
-    rows += top_l_rows(TEST, "", ids, queries.truth, a, b, cfg.phis)
+    rows += top_l_rows(TEST, "", queries.records.ids, queries.truth, a, b, cfg.phis)
     null = caption_queries(records, "eval", public.vocabulary)
     if len(null.records):
-        na, nb = (r.retrieve(null.records) for r in retrievers)
+        (na,), (nb,) = (r.retrieve(null.records) for r in retrievers)
         rows += top_l_rows(TEST, "null_", null.records.ids, null.truth, na, nb, cfg.phis)
-    if canary.any() and not canary.all():
-        prec_a, _ = precision_recall(queries.truth, a.pred)
-        prec_b, _ = precision_recall(queries.truth, b.pred)
-        perm = subset_gap_pvalue(pairwise_gap_stat(prec_a, prec_b), canary, cfg.stats.n_permutations,
-                                 cfg.stats.seed)
-        gap_score = (hits(queries.truth, a.pred) - hits(queries.truth, b.pred)).astype(np.float64)
-        rows += [Row(TEST, "canary", "pvalue_ppg", perm.p_value, n=perm.n_canary),
-                 Row(TEST, "canary", "canary_auroc", auroc(gap_score, canary), n=int(canary.size))]
-    return rows
+    else:
+        log.warning("no eval record has a caption and objects, so the top-L null curve is missing; "
+                    "top-L gaps alone overstate memorization")
+    return rows + caption_canary_rows(TEST, queries, a, b, cfg.stats)
 
 
 def vlm_one_model_text(target: Encoder, text_model: Encoder, records: RecordSet,
@@ -224,20 +268,13 @@ def vlm_one_model_text(target: Encoder, text_model: Encoder, records: RecordSet,
     The text-only model sees only captions, so what it retrieves is what the caption alone
     reveals; rows without a suffix are the target's t2i, rows with `_t2t` its t2t.
     """
-    public = public_objects(records)
-    queries = caption_queries(records, "A", public.vocabulary)
-    if len(queries.records) == 0:
-        raise ValueError(f"no A record has a caption and objects (excluded: {dict(queries.excluded)})")
+    public, queries = attacked_captions(records)
     kw = dict(cache_dir=cache_dir, batch_size=cfg.batch_size, progress=progress)
-    ref = CaptionRetriever(text_model, public, "t2t", cfg.k, **kw).retrieve(queries.records)
-    canary = np.array([r.is_canary for r in queries.records])
-    rows: list[Row] = []
+    (ref,) = CaptionRetriever(text_model, public, "t2t", cfg.k, **kw).retrieve(queries.records)
+    rows = excluded_rows(TEXT_TEST, queries.excluded)
     for index, suffix in (("t2i", ""), ("t2t", "_t2t")):
-        tgt = CaptionRetriever(target, public, index, cfg.k, **kw).retrieve(queries.records)
-        for subset, mask in subset_masks(canary).items():
-            if mask.any():
-                rows += pair_rows(TEXT_TEST, subset, queries.truth[mask], _take(tgt, mask), _take(ref, mask),
-                                  cfg.stats, suffix=suffix)
+        (tgt,) = CaptionRetriever(target, public, index, cfg.k, **kw).retrieve(queries.records)
+        rows += subset_pair_rows(TEXT_TEST, queries, tgt, ref, cfg.stats, suffix)
     return rows
 
 

@@ -173,13 +173,15 @@ def subset_gap_pvalue(stat: BatchedStat, canary_mask, n_draws: int = 1000, seed:
 
     Subsets are drawn without replacement from all records of the split (canaries included).
     The p-value is the plain fraction #{subset gap >= canary gap} / n_draws, as SPEC section 6
-    states; a subset whose gap is NaN counts as not larger.
+    states; a subset whose gap is NaN counts as not larger, and a NaN canary gap gives a NaN p-value.
     """
     mask = np.asarray(canary_mask, dtype=bool)
     m = int(mask.sum())
     if m == 0 or n_draws < 1:
         raise ValueError(f"need at least one canary and one draw; got {m} canaries, {n_draws} draws")
     canary_gap = float(stat(np.flatnonzero(mask)[None])[0])
+    if np.isnan(canary_gap):  # e.g. a top-p level that keeps no canary: there is nothing to test
+        return SubsetTest(canary_gap, float("nan"), n_draws, m)
     keys = np.random.default_rng(seed).random((n_draws, mask.size))
     subsets = np.argpartition(keys, m - 1, axis=1)[:, :m] if m < mask.size else np.argsort(keys, axis=1)
     null = np.asarray(stat(subsets), dtype=np.float64)

@@ -1,0 +1,163 @@
+"""`bench run` end to end on the smoke preset: stored rows, no duplicates, model reuse, resume after a kill."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bench.cli import main
+from bench.recipes.train import DONE, LAST, expanded_length
+from bench.run import RunSpec, check_data_spec, load_records, model_dir, prepare
+from bench.store import TABLE_COLUMNS, ResultsStore
+from dejavu.results import SUBSETS, TESTS
+from dejavu.splits import training_records
+
+IMAGE_TESTS = {"image-two-model", "image-one-model-nb", "image-one-model-crop", "utility"}
+
+
+def model_state(cache: Path) -> dict[str, tuple[int, int]]:
+    """Returns {model dir: (done.json mtime, last.ckpt mtime)} for every trained model in the cache."""
+    return {str(done.parent.relative_to(cache)): (done.stat().st_mtime_ns, (done.parent / LAST).stat().st_mtime_ns)
+            for done in sorted((cache / "models").glob(f"*/*/{DONE}"))}
+
+
+def bench_run(out: Path, cache: Path, *options: str) -> int:
+    """Returns the exit code of `python -m bench run --preset smoke` with these folders and options."""
+    return main(["run", "--preset", "smoke", "--out", str(out), "--cache", str(cache), "--no-progress", *options])
+
+
+def test_check_data_spec_reads_nothing_and_names_the_missing_path(tmp_path):
+    check_data_spec("scenes")
+    check_data_spec("scenes:smoke")
+    check_data_spec(f"manifest:{tmp_path}")  # exists; whether it holds a manifest is load_dataset's business
+    (tmp_path / "images").mkdir()
+    with pytest.raises(FileNotFoundError, match="dataset path '.*instances.json'"):
+        check_data_spec(f"coco:{tmp_path / 'images'},{tmp_path / 'instances.json'}")
+    with pytest.raises(ValueError, match="unknown dataset kind 'cifar'"):
+        check_data_spec("cifar:/data")
+
+
+@dataclass(frozen=True)
+class SmokeRun:
+    """A finished clip smoke run: its folders, stored table, and the trained models it left."""
+
+    out: Path
+    cache: Path
+    table: pd.DataFrame
+    models: dict[str, tuple[int, int]]
+
+
+@pytest.fixture(scope="module")
+def clip_run(tmp_path_factory) -> SmokeRun:
+    """Returns one clip smoke run; later tests reuse its cache (data and models)."""
+    root = tmp_path_factory.mktemp("run")
+    assert bench_run(root / "results", root / "cache", "--recipe", "clip") == 0
+    return SmokeRun(root / "results", root / "cache", ResultsStore(root / "results" / "runs.csv").read(),
+                    model_state(root / "cache"))
+
+
+def test_clip_run_stores_every_column_test_and_subset(clip_run):
+    table = clip_run.table
+    assert list(table.columns) == TABLE_COLUMNS
+    assert table.run_id.nunique() == 1 and len(table) > 0
+    assert set(table.test) == set(TESTS)
+    assert set(table.subset) == set(SUBSETS)
+    assert (table.recipe == "clip").all() and (table.mitigation == "none").all() and (table.strength == 0).all()
+    assert (table.preset == "smoke").all() and (table.seed == 0).all()
+    assert table.dataset.str.startswith("scenes:").all()
+    assert json.loads(table.versions.iloc[0])["torch"]
+    assert table[["test", "subset", "metric"]].duplicated().sum() == 0
+    assert {"image-two-model", "vlm-two-model", "utility"} <= set(table.dropna(subset=["value"]).test)
+    assert len(clip_run.models) == 2  # one target, one reference
+
+
+def assert_trains_nothing(clip_run, before: dict) -> None:
+    """Asserts that the cache holds exactly the models of `before`, the clip run's own untouched."""
+    assert model_state(clip_run.cache) == before
+    assert {m: before[m] for m in clip_run.models} == clip_run.models
+
+
+def test_repeated_run_adds_no_rows_and_trains_nothing(clip_run):
+    before = model_state(clip_run.cache)  # other tests may have added models of their own
+    assert bench_run(clip_run.out, clip_run.cache, "--recipe", "clip") == 0
+    pd.testing.assert_frame_equal(ResultsStore(clip_run.out / "runs.csv").read(), clip_run.table)
+    assert_trains_nothing(clip_run, before)
+
+
+def test_guillotine_reuses_the_trained_models(clip_run, tmp_path):
+    before = model_state(clip_run.cache)
+    assert bench_run(tmp_path, clip_run.cache, "--recipe", "clip", "--mitigation", "guillotine") == 0
+    table = ResultsStore(tmp_path / "runs.csv").read()
+    assert_trains_nothing(clip_run, before)  # the clip run's two models, not retrained
+    assert set(table.run_id).isdisjoint(clip_run.table.run_id)
+    assert table.mitigation.str.startswith("guillotine").all()
+    key = ["test", "subset", "metric"]
+    both = clip_run.table.merge(table, on=key, suffixes=("_projector", "_backbone"))
+    image = both[both.test == "image-two-model"].dropna(subset=["value_projector", "value_backbone"])
+    assert len(image) > 0
+    assert not np.allclose(image.value_projector, image.value_backbone)  # measured at another layer
+
+
+def test_textrand_trains_new_models(clip_run, tmp_path):
+    before = model_state(clip_run.cache)
+    assert bench_run(tmp_path, clip_run.cache, "--recipe", "clip", "--mitigation", "textrand=0.5") == 0
+    models = model_state(clip_run.cache)
+    new = sorted(set(models) - set(before))
+    assert {Path(m).name for m in new} == {"target", "reference"} and len({Path(m).parent for m in new}) == 1
+    assert {m: models[m] for m in clip_run.models} == clip_run.models
+    done = json.loads((clip_run.cache / new[0] / DONE).read_text())
+    assert [a.split("=")[0] for a in done["applied"]] == ["textrand"]
+    assert ResultsStore(tmp_path / "runs.csv").read().mitigation.str.startswith("textrand").all()
+
+
+def test_ssl_run_stores_the_image_tests(clip_run, tmp_path):
+    assert bench_run(tmp_path, clip_run.cache, "--recipe", "simclr") == 0
+    table = ResultsStore(tmp_path / "runs.csv").read()
+    assert list(table.columns) == TABLE_COLUMNS
+    assert set(table.test) == IMAGE_TESTS  # no caption tests without a text tower
+    assert set(table.subset) == set(SUBSETS)
+    assert (table.recipe == "simclr").all()
+    assert {"dv_gap@100", "memorized", "misrepresented"} <= set(table[table.test == "image-two-model"].metric)
+    assert "linear_probe_top1" in set(table[table.test == "utility"].metric)
+
+
+def test_killed_training_resumes_from_its_last_checkpoint(clip_run, tmp_path):
+    epochs = 5
+    options = ["--recipe", "clip", "--set", f"train.epochs={epochs}"]
+    spec = RunSpec(recipe="clip", preset="smoke", cache=clip_run.cache, out=tmp_path,
+                   overrides=(f"train.epochs={epochs}",))
+    prepared = prepare(spec)
+    records = load_records(prepared)
+    target, reference = (model_dir(prepared, records, role) for role in ("target", "reference"))
+
+    command = [sys.executable, "-m", "bench", "run", "--preset", "smoke", "--out", str(tmp_path),
+               "--cache", str(clip_run.cache), "--no-progress", *options]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    while not (target / LAST).exists():  # the first epoch's checkpoint
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        time.sleep(0.01)
+    proc.kill()
+    proc.wait()
+    proc.stderr.close()
+    assert not (target / DONE).exists(), "training finished before it could be killed"
+
+    assert bench_run(tmp_path, clip_run.cache, *options) == 0
+    done_target = json.loads((target / DONE).read_text())
+    done_reference = json.loads((reference / DONE).read_text())  # trained without interruption
+    steps_per_epoch = expanded_length(training_records(records, "A")) // prepared.train.batch_size
+    assert done_target["global_step"] == done_reference["global_step"] == epochs * steps_per_epoch
+    assert done_target["epochs_run"] == epochs
+    resumed = pd.read_csv(target / "logs" / "version_1" / "metrics.csv")
+    assert resumed.epoch.min() >= 1  # continued after the saved epoch(s), did not start over
+    assert resumed.step.max() == epochs * steps_per_epoch - 1
+    assert ResultsStore(tmp_path / "runs.csv").run_ids() == [prepared.run_id(records.fingerprint())]
