@@ -43,6 +43,8 @@ def configure_logging() -> None:
     # Lightning's "GPU available" banners and tips, repeated for every model, would bury the summary.
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    # run.json sits beside the checkpoints on purpose (it names the run the folder holds)
+    warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -37,8 +37,8 @@ def test_split_sizes_follow_the_per_class_rule(tiny_records):
 
 def test_default_and_paper_presets_have_the_documented_sizes():
     plans = plan_records(scenes_config("default"), seed=0)
-    assert Counter(p.split for p in plans) == {"A": 500, "B": 500, "public": 5000, "eval": 1000}
-    assert Counter(p.repeat for p in plans) == {1: 6950, 20: 50}
+    assert Counter(p.split for p in plans) == {"A": 520, "B": 520, "public": 5000, "eval": 1000}
+    assert Counter(p.repeat for p in plans) == {1: 6840, 20: 200}
     paper = scenes_config("paper")
     assert (paper.n_classes, paper.image_size) == (100, 96)
 

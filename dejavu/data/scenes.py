@@ -30,7 +30,7 @@ from dejavu.data.manifest import JSONL, read_manifest, write_manifest
 from dejavu.records import Box, Record, RecordSet
 
 # Bump when the rendering changes, so that cached builds of an older generator are rebuilt.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 MARKER = "scenes.json"
 # Resampling blurs sprite edges into faint alpha; pixels fainter than this are invisible at any zoom, so
 # the box is the extent of pixels at least this opaque (out of 255).
@@ -71,6 +71,10 @@ class ScenesConfig:
     crop_scale: tuple[float, float] = (0.25, 0.7)  # background crop side / shorter side of the photo
     max_overlap: float = 0.3  # at most this fraction of an object's box hidden by earlier objects' boxes
     caption_other_prob: float = 0.3  # chance that each non-label object is named in the caption
+    # Chance that a caption ends with a unique detail (a camera file name, as web alt-text often has).
+    # Without one, templated captions are shared by many records, and no model could tell which
+    # training image a caption belongs to: the caption test would have nothing to find.
+    caption_detail_prob: float = 1.0
 
     def __post_init__(self):
         unknown = [s for s in self.scenes if s not in SCENES]
@@ -102,7 +106,10 @@ PRESETS: dict[str, ScenesConfig] = {
     "smoke": ScenesConfig(n_classes=4, scenes=("coffee", "grass", "brick", "gravel", "galaxy", "rocket"),
                           per_class=4, public_per_class=16, eval_per_class=8, n_canaries=4,
                           canary_repeat=5),
-    "default": ScenesConfig(),
+    # 40 object classes keep a 10-neighbour union of objects from covering the vocabulary; 200
+    # canaries (of 520 A records) seen 20x per epoch keep the canary intervals informative.
+    "default": ScenesConfig(n_classes=40, per_class=13, public_per_class=125, eval_per_class=25,
+                            n_canaries=200, canary_repeat=20),
     "paper": ScenesConfig(n_classes=100, image_size=96, per_class=100, public_per_class=300,
                           eval_per_class=50, n_canaries=500, canary_repeat=20, scenes_per_class=3),
 }
@@ -223,6 +230,8 @@ def render(plan: Plan, config: ScenesConfig, seed: int, preferred: dict[str, tup
     named = [labels[0], *(o for o in labels[1:] if rng.random() < config.caption_other_prob)]
     template = TEMPLATES[int(rng.integers(len(TEMPLATES)))]
     caption = template.format(objects=_enumerate(named), place=SCENES[scene].phrase)
+    if rng.random() < config.caption_detail_prob:
+        caption = f"{caption[:-1]}, IMG_{int(rng.integers(10_000)):04d}."
     return canvas.convert("RGB"), scene, tuple(boxes), caption[0].upper() + caption[1:], tuple(labels)
 
 
