@@ -36,7 +36,7 @@ from dejavu.embed import embed_records
 from dejavu.encoders import Encoder
 from dejavu.records import RecordSet
 from dejavu.results import TESTS, Row, to_frame
-from dejavu.utility import SCENES_TEMPLATES, linear_probe, zero_shot
+from dejavu.utility import SCENES_TEMPLATES, linear_probe, zero_shot, zero_shot_classes
 
 log = logging.getLogger(__name__)
 
@@ -187,10 +187,11 @@ def utility_rows(models: Models, records: RecordSet, cfg: MeasureConfig, *, cach
                          [r.label for r in evaluation], epochs=cfg.probe_epochs, seed=cfg.image.stats.seed)
     rows.append(Row("utility", "all", "linear_probe_top1", probe.top1, n=probe.n_eval))
     if models.target_vlm is not None and hasattr(models.target_vlm, "tokenizer"):
-        classes = sorted({r.label for r in records if r.label is not None})
+        names, templates = zero_shot_classes([r.label for r in records if r.label is not None],
+                                             cfg.zero_shot_templates)
         z = embed_records(models.target_vlm, evaluation, **kw)
-        zs = zero_shot(models.target_vlm, classes, cfg.zero_shot_templates, z.vectors,
-                       [r.label for r in evaluation])
+        zs = zero_shot(models.target_vlm, list(names.values()), templates, z.vectors,
+                       [names[r.label] for r in evaluation])
         rows += [Row("utility", "all", "zero_shot_top1", zs.top1, n=zs.n),
                  Row("utility", "all", "zero_shot_top5", zs.top5, n=zs.n)]
     return rows

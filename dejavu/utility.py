@@ -198,3 +198,15 @@ def imagenet_zero_shot_metadata(wnids: Iterable[str]) -> dict[str, str]:
     if odd:
         raise ValueError(f"folder names are not ImageNet wnids (nXXXXXXXX): {odd[:5]}")
     return dict(zip(wnids, IMAGENET_CLASSNAMES, strict=True))
+
+
+def zero_shot_classes(labels: Iterable[str], templates: Sequence[str]) -> tuple[dict[str, str], tuple[str, ...]]:
+    """Returns ({label: class name}, prompt templates) for zero-shot on records with these labels.
+
+    The 1000 ImageNet-1k wnids get open_clip's class names and its 80 ImageNet templates; any other
+    labels are their own class names, with `templates`.
+    """
+    labels = sorted(set(labels))
+    if len(labels) == len(IMAGENET_CLASSNAMES) and all(_WNID.fullmatch(label) for label in labels):
+        return imagenet_zero_shot_metadata(labels), tuple(IMAGENET_TEMPLATES)
+    return {label: label for label in labels}, tuple(templates)

@@ -140,3 +140,16 @@ def test_int_numpy_and_string_labels_give_the_same_probe():
     )
     assert as_int == as_str
     assert as_int.classes == ("0", "1") and as_int.top1 >= 0.9
+
+
+def test_zero_shot_classes_use_open_clip_names_for_imagenet_wnids():
+    from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
+
+    from dejavu.utility import IMAGENET_TEMPLATES, SCENES_TEMPLATES, zero_shot_classes
+
+    wnids = [f"n{i:08d}" for i in range(1000)]
+    names, templates = zero_shot_classes(reversed(wnids), SCENES_TEMPLATES)
+    assert names["n00000000"] == IMAGENET_CLASSNAMES[0] and names["n00000999"] == IMAGENET_CLASSNAMES[999]
+    assert templates == tuple(IMAGENET_TEMPLATES) and len(templates) == 80
+    names, templates = zero_shot_classes(["dog", "cat", "dog"], SCENES_TEMPLATES)
+    assert names == {"cat": "cat", "dog": "dog"} and templates == tuple(SCENES_TEMPLATES)
