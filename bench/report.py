@@ -14,6 +14,7 @@ HEADLINE = [
     ("image-one-model-nb", "dv_gap@20"), ("image-one-model-nb", "agreement"),
     ("image-one-model-crop", "dv_gap@20"), ("image-one-model-crop", "agreement"),
     ("vlm-two-model", "ppg"), ("vlm-two-model", "prg"), ("vlm-two-model", "aucg"),
+    ("vlm-two-model", "null_ppg"), ("vlm-two-model", "null_aucg"),
     ("vlm-two-model", "pvalue_ppg"), ("vlm-two-model", "canary_auroc"),
     ("vlm-one-model-text", "ppg"), ("vlm-one-model-text", "ppg_t2t"),
     ("utility", "linear_probe_top1"), ("utility", "zero_shot_top1"), ("utility", "zero_shot_top5"),

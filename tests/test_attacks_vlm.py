@@ -245,3 +245,13 @@ def test_text_and_image_widths_that_differ_are_a_clear_error(world):
     wide = CaptionLookupEncoder({i: torch.cat([v, v]) for i, v in target.images.items()}, target.texts, "wide")
     with pytest.raises(ValueError, match=r"encoder wide embeds captions in 6 dims but its public keys in 12"):
         vlm_two_model(wide, models["reference"], records, CFG, progress=False)
+
+
+def test_population_null_on_eval_records(world):
+    records, _, _, models = world
+    rows = vlm_two_model(models["target"], models["reference"], records, CFG, progress=False)
+    n_eval = sum(r.split == "eval" and bool(r.caption) and bool(r.objects) for r in records)
+    for metric in ("null_ppg", "null_prg", "null_aucg"):
+        assert _rows(rows, metric).n == n_eval
+    same = vlm_two_model(models["target"], models["target"], records, CFG, progress=False)
+    assert _rows(same, "null_ppg").value == 0.0 and _rows(same, "null_aucg").value == 0.0

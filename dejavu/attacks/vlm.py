@@ -165,19 +165,19 @@ class CaptionRetriever:
 
 
 def pair_rows(test: str, subset: str, truth: np.ndarray, a: Retrieval, b: Retrieval, stats: StatsConfig,
-              suffix: str = "") -> list[Row]:
+              suffix: str = "", prefix: str = "") -> list[Row]:
     """Returns PPG, PRG, AUCG and both models' mean precision/recall, with intervals."""
     prec_a, rec_a = precision_recall(truth, a.pred)
     prec_b, rec_b = precision_recall(truth, b.pred)
     n = truth.shape[0]
     idx = bootstrap_indices(n, stats.n_bootstrap, stats.seed)
-    rows = [bootstrap_ppg(prec_a, prec_b, idx).row(test, subset, f"ppg{suffix}"),
-            bootstrap_prg(rec_a, rec_b, idx).row(test, subset, f"prg{suffix}"),
-            bootstrap_aucg(rec_a, rec_b, idx).row(test, subset, f"aucg{suffix}")]
+    rows = [bootstrap_ppg(prec_a, prec_b, idx).row(test, subset, f"{prefix}ppg{suffix}"),
+            bootstrap_prg(rec_a, rec_b, idx).row(test, subset, f"{prefix}prg{suffix}"),
+            bootstrap_aucg(rec_a, rec_b, idx).row(test, subset, f"{prefix}aucg{suffix}")]
     for name, values in (("precision_target", prec_a), ("recall_target", rec_a),
                          ("precision_reference", prec_b), ("recall_reference", rec_b)):
         rows.append(percentile_interval(float(values.mean()), values[idx].mean(axis=1), n)
-                    .row(test, subset, f"{name}{suffix}"))
+                    .row(test, subset, f"{prefix}{name}{suffix}"))
     return rows
 
 
@@ -239,8 +239,10 @@ def vlm_two_model(target: Encoder, reference: Encoder, records: RecordSet, cfg: 
                   *, cache_dir: Path | None = None, progress: bool = True) -> list[Row]:
     """Returns the two-model caption test of SPEC section 5: target A against reference B on A's captions.
 
-    The null curve (SPEC: "always show the null") comes from the eval records, which neither
-    model saw: the same top-L gaps there are what selection alone produces (rows `null_top_l_*`).
+    The null (SPEC: "always show the null") comes from the eval records, which neither model saw:
+    the top-L gaps there are what selection alone produces (rows `null_top_l_*`), and PPG/PRG/AUCG
+    there (`null_ppg`, ...) are what a difference between the two models produces without
+    memorization. Only the part of a gap above its null is memorization.
     """
     public, queries = attacked_captions(records)
     retrievers = [CaptionRetriever(m, public, cfg.index, cfg.k, cache_dir=cache_dir, batch_size=cfg.batch_size,
@@ -254,6 +256,7 @@ def vlm_two_model(target: Encoder, reference: Encoder, records: RecordSet, cfg: 
     if len(null.records):
         (na,), (nb,) = (r.retrieve(null.records) for r in retrievers)
         rows += top_l_rows(TEST, "null_", null.records.ids, null.truth, na, nb, cfg.phis)
+        rows += pair_rows(TEST, "all", null.truth, na, nb, cfg.stats, prefix="null_")
     else:
         log.warning("no eval record has a caption and objects, so the top-L null curve is missing; "
                     "top-L gaps alone overstate memorization")
