@@ -20,7 +20,7 @@ from bench.presets import Preset, load_preset
 from bench.recipes import get_recipe
 from bench.recipes.train import TrainedModel, expanded_length, train_model
 from bench.store import ResultsStore
-from dejavu.data import KINDS, PRESETS, load_dataset
+from dejavu.data import check_spec, load_dataset
 from dejavu.measure import MeasureConfig, Models, measure
 from dejavu.records import RecordSet
 from dejavu.splits import assign_splits, training_records
@@ -68,28 +68,10 @@ class PreparedRun:
         return hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
-def check_data_spec(data: str) -> None:
-    """Returns None when `data` names a known dataset kind whose paths exist; raises otherwise, reading nothing.
-
-    `load_dataset` checks the same, but only when the records are loaded: checking here lets a
-    sweep (whose runs may be submitted as jobs) refuse a mistyped path before anything starts.
-    """
-    kind, _, rest = data.partition(":")
-    if kind not in KINDS:
-        raise ValueError(f"unknown dataset kind {kind!r} in {data!r}; expected one of {', '.join(KINDS)}")
-    if kind == "scenes":
-        if rest and rest not in PRESETS:
-            raise ValueError(f"unknown scenes preset {rest!r} in {data!r}; available: {', '.join(PRESETS)}")
-        return
-    for path in filter(None, rest.split(",")):
-        if not Path(path).exists():
-            raise FileNotFoundError(f"dataset path {path!r} (from {data!r}) does not exist")
-
-
 def prepare(spec: RunSpec) -> PreparedRun:
     """Returns the validated run; raises a clear error for any bad request before training."""
     get_recipe(spec.recipe)
-    check_data_spec(spec.data)
+    check_spec(spec.data)  # a sweep's jobs must not find a mistyped path only once they start
     preset = load_preset(spec.preset, list(spec.overrides))
     mitigations = parse_mitigations(list(spec.mitigations))
     plan = apply_mitigations(preset.plan(spec.recipe), mitigations)

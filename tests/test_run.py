@@ -16,8 +16,9 @@ import pytest
 
 from bench.cli import main
 from bench.recipes.train import DONE, LAST, expanded_length
-from bench.run import RunSpec, check_data_spec, load_records, model_dir, prepare
+from bench.run import RunSpec, load_records, model_dir, prepare
 from bench.store import TABLE_COLUMNS, ResultsStore
+from dejavu.data import check_spec
 from dejavu.results import SUBSETS, TESTS
 from dejavu.splits import training_records
 
@@ -35,15 +36,15 @@ def bench_run(out: Path, cache: Path, *options: str) -> int:
     return main(["run", "--preset", "smoke", "--out", str(out), "--cache", str(cache), "--no-progress", *options])
 
 
-def test_check_data_spec_reads_nothing_and_names_the_missing_path(tmp_path):
-    check_data_spec("scenes")
-    check_data_spec("scenes:smoke")
-    check_data_spec(f"manifest:{tmp_path}")  # exists; whether it holds a manifest is load_dataset's business
+def test_check_spec_reads_nothing_and_names_the_missing_path(tmp_path):
+    assert check_spec("scenes") == ("scenes", ["default"])
+    check_spec("scenes:smoke")
+    check_spec(f"manifest:{tmp_path}")  # exists; whether it holds a manifest is load_dataset's business
     (tmp_path / "images").mkdir()
     with pytest.raises(FileNotFoundError, match="dataset path '.*instances.json'"):
-        check_data_spec(f"coco:{tmp_path / 'images'},{tmp_path / 'instances.json'}")
+        check_spec(f"coco:{tmp_path / 'images'},{tmp_path / 'instances.json'}")
     with pytest.raises(ValueError, match="unknown dataset kind 'cifar'"):
-        check_data_spec("cifar:/data")
+        check_spec("cifar:/data")
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,9 @@ import torch
 from bench.presets import load_preset
 from bench.recipes.train import load_trained
 from bench.report import print_summary
-from bench.run import check_data_spec, load_preset_dataset
+from bench.run import load_preset_dataset
 from bench.store import ResultsStore
+from dejavu.data import check_spec
 from dejavu.encoders import TINY_CLIP_CONFIG, OpenClipEncoder
 from dejavu.measure import MeasureConfig, Models, measure
 
@@ -60,7 +61,7 @@ def main(args: argparse.Namespace) -> int:
     """Returns 0 after measuring and printing every applicable test."""
     start = time.perf_counter()
     preset = load_preset(args.preset, list(args.overrides))
-    check_data_spec(args.data)
+    check_spec(args.data)
     # Models before data: a mistyped model spec or checkpoint path fails before a dataset is built.
     target, target_vlm = load_model(args.target, args.layer)
     reference, reference_vlm = load_model(args.reference, args.layer) if args.reference else (None, None)

@@ -20,7 +20,7 @@ from dejavu.data.manifest import LoadedRecords, read_manifest, write_manifest
 from dejavu.data.scenes import PRESETS, ScenesConfig, build_scenes, load_scenes, scenes_config
 from dejavu.records import RecordSet
 
-__all__ = ["LoadedRecords", "PRESETS", "ScenesConfig", "build_scenes", "load_dataset", "load_scenes",
+__all__ = ["LoadedRecords", "check_spec", "PRESETS", "ScenesConfig", "build_scenes", "load_dataset", "load_scenes",
            "read_coco", "read_imagenet", "read_manifest", "scenes_config", "write_manifest"]
 
 KINDS = ("scenes", "manifest", "imagenet", "coco")
@@ -37,11 +37,11 @@ def scenes_dir(root: str | Path, preset: str, seed: int, overrides: dict | None 
     return Path(root) / f"scenes-{preset}-seed{seed}{suffix}"
 
 
-def load_dataset(spec: str, *, root: str | Path = "data", seed: int = 0, on_error: str = "error",
-                 scenes_overrides: dict | None = None) -> RecordSet:
-    """Returns the records named by `spec` (see the module docstring); missing paths fail before any work.
+def check_spec(spec: str) -> tuple[str, list[str]]:
+    """Returns (kind, [scenes preset] or [paths]) of a dataset spec; raises, reading nothing, if it is bad.
 
-    `scenes_overrides` changes ScenesConfig fields of the embedded benchmark (e.g. {"n_canaries": 0}).
+    Callers that only validate (a sweep about to submit jobs) use it to refuse a mistyped path
+    before anything starts; `load_dataset` runs the same checks.
     """
     kind, _, rest = spec.partition(":")
     if kind not in KINDS:
@@ -50,16 +50,29 @@ def load_dataset(spec: str, *, root: str | Path = "data", seed: int = 0, on_erro
         preset = rest or "default"
         if preset not in PRESETS:
             raise ValueError(f"unknown scenes preset {preset!r} in {spec!r}; available: {list(PRESETS)}")
-        overrides = dict(scenes_overrides or {})
-        return load_scenes(scenes_dir(root, preset, seed, overrides), preset, seed, **overrides)
-    paths = [Path(p) for p in rest.split(",")] if rest else []
+        return kind, [preset]
+    paths = rest.split(",") if rest else []
     required, optional = _ARITY[kind]
     if not required <= len(paths) <= required + optional:
         raise ValueError(f"{kind!r} takes {required} to {required + optional} comma-separated paths, "
                          f"got {len(paths)} in {spec!r}")
     for path in paths:
-        if not path.exists():
-            raise FileNotFoundError(f"dataset path {str(path)!r} (from {spec!r}) does not exist")
+        if not Path(path).exists():
+            raise FileNotFoundError(f"dataset path {path!r} (from {spec!r}) does not exist")
+    return kind, paths
+
+
+def load_dataset(spec: str, *, root: str | Path = "data", seed: int = 0, on_error: str = "error",
+                 scenes_overrides: dict | None = None) -> RecordSet:
+    """Returns the records named by `spec` (see the module docstring); missing paths fail before any work.
+
+    `scenes_overrides` changes ScenesConfig fields of the embedded benchmark (e.g. {"n_canaries": 0}).
+    """
+    kind, args = check_spec(spec)
+    if kind == "scenes":
+        preset, overrides = args[0], dict(scenes_overrides or {})
+        return load_scenes(scenes_dir(root, preset, seed, overrides), preset, seed, **overrides)
+    paths = [Path(p) for p in args]
     if kind == "manifest":
         return read_manifest(paths[0], on_error=on_error)
     if kind == "imagenet":
