@@ -237,3 +237,23 @@ def test_epoch_sampler_shards_one_permutation_across_ranks():
     shards = [[p for _, p in EpochSampler(5, seed=2, rank=r, world_size=2)] for r in range(2)]
     assert [len(s) for s in shards] == [3, 3]
     assert shards[0] == full[0::2] and shards[1] == full[1::2] + [full[0]]  # wraps to even out
+
+
+def test_a_second_job_waits_for_the_model_and_then_loads_it(records, tmp_path):
+    # Sweep jobs `none` and `guillotine` need one model: the second must not train it over the first.
+    import threading
+
+    from filelock import FileLock
+
+    from bench.recipes.train import LOCK
+
+    plan = make_plan("simclr", CFG)
+    loaded = []
+    waiting = threading.Thread(target=lambda: loaded.append(
+        train_model(plan, records, CFG, tmp_path, seed=0, progress=False)))
+    with FileLock(tmp_path / LOCK):  # stands for the first job, still training
+        waiting.start()
+        waiting.join(timeout=1.0)
+        assert waiting.is_alive() and not (tmp_path / "run.json").exists()
+    waiting.join()
+    assert len(loaded) == 1 and (tmp_path / "done.json").exists()

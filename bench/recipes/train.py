@@ -14,13 +14,17 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
 import torch
+from filelock import FileLock
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from bench.recipes import RECIPES, build_recipe
 from bench.recipes.base import CHECKPOINT_RECIPE_KEY, RecipeModule
@@ -33,6 +37,7 @@ from mitigations.base import TrainingPlan
 LAST = "last.ckpt"
 DONE = "done.json"
 RUN = "run.json"
+LOCK = ".train.lock"
 #: config fields that do not change the trained weights
 _NOT_IDENTITY = ("epochs", "num_workers", "log_every_n_steps")
 
@@ -96,6 +101,26 @@ def train_model(plan: TrainingPlan, records: RecordSet, cfg: TrainConfig, out_di
         raise ValueError(f"unknown recipe {plan.recipe!r}; choose one of {', '.join(RECIPES)}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    with _exclusive(out_dir):
+        return _train_or_load(plan, records, cfg, out_dir, seed, epoch_length, progress)
+
+
+@contextmanager
+def _exclusive(out_dir: Path) -> Iterator[None]:
+    """Holds the training directory's lock, so that two jobs needing one model train it once.
+
+    Sweep jobs share models (`none` and `guillotine` do): the second waits, then loads. Only the
+    launching process locks; DDP's other ranks are started by its `fit` and must not wait on it.
+    """
+    if rank_zero_only.rank != 0:
+        yield
+        return
+    with FileLock(out_dir / LOCK):
+        yield
+
+
+def _train_or_load(plan: TrainingPlan, records: RecordSet, cfg: TrainConfig, out_dir: Path, seed: int,
+                   epoch_length: int | None, progress: bool) -> TrainedModel:
     indices = (expand_by_repeat(records) if epoch_length is None
                else matched_length(records, epoch_length, seed))
     _claim_dir(out_dir, _run_identity(plan, records, cfg, seed, len(indices)))
