@@ -11,6 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from dejavu.attacks.common import StatsConfig, atomic_path, excluded_rows
@@ -34,6 +35,8 @@ from dejavu.attacks.vlm import VLMTestConfig, vlm_one_model_text, vlm_two_model
 from dejavu.crops import CropResult, background_crops
 from dejavu.embed import embed_records
 from dejavu.encoders import Encoder
+from dejavu.metrics import Interval, bootstrap_indices
+from dejavu.metrics.stats import percentile_interval
 from dejavu.records import RecordSet
 from dejavu.results import TESTS, Row, to_frame
 from dejavu.utility import SCENES_TEMPLATES, linear_probe, zero_shot, zero_shot_classes
@@ -185,13 +188,20 @@ def utility_rows(models: Models, records: RecordSet, cfg: MeasureConfig, *, cach
     x_eval = embed_records(models.target, evaluation, **kw)
     probe = linear_probe(x_train.vectors, [r.label for r in train], x_eval.vectors,
                          [r.label for r in evaluation], epochs=cfg.probe_epochs, seed=cfg.image.stats.seed)
-    rows.append(Row("utility", "all", "linear_probe_top1", probe.top1, n=probe.n_eval))
+    stats = cfg.image.stats
+    rows.append(accuracy_interval(probe.top1, probe.correct, stats).row("utility", "all", "linear_probe_top1"))
     if models.target_vlm is not None and hasattr(models.target_vlm, "tokenizer"):
         names, templates = zero_shot_classes([r.label for r in records if r.label is not None],
                                              cfg.zero_shot_templates)
         z = embed_records(models.target_vlm, evaluation, **kw)
         zs = zero_shot(models.target_vlm, list(names.values()), templates, z.vectors,
                        [names[r.label] for r in evaluation])
-        rows += [Row("utility", "all", "zero_shot_top1", zs.top1, n=zs.n),
-                 Row("utility", "all", "zero_shot_top5", zs.top5, n=zs.n)]
+        rows += [accuracy_interval(zs.top1, zs.correct_top1, stats).row("utility", "all", "zero_shot_top1"),
+                 accuracy_interval(zs.top5, zs.correct_top5, stats).row("utility", "all", "zero_shot_top5")]
     return rows
+
+
+def accuracy_interval(value: float, correct: np.ndarray, stats: StatsConfig) -> Interval:
+    """Returns an accuracy with its 95% bootstrap interval over the eval items."""
+    samples = correct[bootstrap_indices(correct.size, stats.n_bootstrap, stats.seed)].mean(axis=1)
+    return percentile_interval(value, samples, int(correct.size))

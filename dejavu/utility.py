@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -45,6 +45,7 @@ class ProbeResult:
     n_train: int
     n_eval: int
     n_eval_unseen: int = 0
+    correct: np.ndarray | None = field(default=None, compare=False)  # bool per eval item, for the interval
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,8 @@ class ZeroShotResult:
     top5: float
     n: int
     top5_k: int = 5
+    correct_top1: np.ndarray | None = field(default=None, compare=False)  # bool per eval image, for intervals
+    correct_top5: np.ndarray | None = field(default=None, compare=False)
 
 
 def _label_list(labels: Labels) -> list[str]:
@@ -121,6 +124,7 @@ def linear_probe(
         n_train=len(train_labels),
         n_eval=len(eval_labels),
         n_eval_unseen=int((target == unseen).sum()),
+        correct=top_k_correct(logits, target, 1),
     )
 
 
@@ -157,7 +161,13 @@ def zero_shot(
     k = min(5, num_classes)
     top1 = multiclass_accuracy(logits, targets, num_classes=num_classes, average="micro", top_k=1)
     topk = multiclass_accuracy(logits, targets, num_classes=num_classes, average="micro", top_k=k)
-    return ZeroShotResult(top1=float(top1), top5=float(topk), n=len(targets), top5_k=k)
+    return ZeroShotResult(top1=float(top1), top5=float(topk), n=len(targets), top5_k=k,
+                          correct_top1=top_k_correct(logits, targets, 1), correct_top5=top_k_correct(logits, targets, k))
+
+
+def top_k_correct(logits: torch.Tensor, targets: torch.Tensor, k: int) -> np.ndarray:
+    """Returns, per item, whether its target is among the k largest logits (torchmetrics' per-item rule)."""
+    return (logits.topk(k, dim=1).indices == targets[:, None]).any(dim=1).numpy()
 
 
 def _class_indices(labels: Labels, class_names: list[str]) -> torch.Tensor:

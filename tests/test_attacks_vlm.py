@@ -210,7 +210,13 @@ def test_canaries_get_subset_rows_a_pvalue_and_an_auroc(world):
     # by the target and not the reference, which is a tie worth one half
     others = [rid for rid in truth_cluster if not records.by_id(rid).is_canary]
     tie = [memorized_by[r]["target"] and not memorized_by[r]["reference"] for r in others]
-    assert _rows(rows, "canary_auroc", "canary").value == pytest.approx(1 - 0.5 * np.mean(tie))
+    auroc_row = _rows(rows, "canary_auroc", "canary")
+    assert auroc_row.value == pytest.approx(1 - 0.5 * np.mean(tie))
+    assert auroc_row.ci_low <= auroc_row.value <= auroc_row.ci_high and auroc_row.n == len(truth_cluster)
+    # The orderings that use only the target's success are reported too, with their intervals.
+    for ordering in ("crct_pred", "min_dist"):
+        row = _rows(rows, f"canary_auroc@{ordering}", "canary")
+        assert 0.0 <= row.ci_low <= row.value <= row.ci_high <= 1.0
     assert 0.0 <= _rows(rows, "pvalue_ppg", "canary").value <= 0.2
 
 

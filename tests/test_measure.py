@@ -159,3 +159,11 @@ def test_records_without_a_label_are_counted_by_utility(tiny_records, models):
     counted = rows[rows.metric == "excluded_no-label"]
     assert counted.value.tolist() == [1.0]
     assert rows[rows.metric == "linear_probe_top1"].n.tolist() == [31]
+
+
+def test_utility_rows_carry_bootstrap_intervals(tiny_records, models):
+    rows = measure(Models(models["target"]), tiny_records, dataclasses.replace(CFG, tests=("utility",)),
+                   progress=False)
+    probe = rows[rows.metric == "linear_probe_top1"].iloc[0]
+    assert 0.0 <= probe.ci_low <= probe.value <= probe.ci_high <= 1.0
+    assert probe.ci_high - probe.ci_low > 0  # 32 eval items cannot pin an accuracy down

@@ -153,3 +153,19 @@ def test_error_bars_never_go_negative_and_missing_intervals_draw_none():
     from bench.plot import _error
     err = _error(pd.Series([0.5, 0.5]), pd.Series([0.6, NAN]), pd.Series([0.7, 0.4]))
     assert np.allclose(err, [[0.0, 0.0], [0.2, 0.0]])
+
+
+def test_plot_command_passes_the_utility_choice(tmp_path, monkeypatch):
+    table = tmp_path / "runs.csv"
+    table.write_text("run_id\n")
+    seen = {}
+    monkeypatch.setattr(plot_command, "plot_results",
+                        lambda frame, out, choice, utility: seen.update(utility=utility) or [out / "x.png"])
+    parser = argparse.ArgumentParser(prog="bench")
+    plot_command.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["plot", "--results", str(table), "--utility", "linear_probe_top1"])
+    assert args.func(args) == 0 and seen["utility"] == ("linear_probe_top1",)
+    # and the choice decides the x axis: CLIP's probe instead of its zero-shot accuracy
+    clip = point(tradeoff_points(synthetic_table(), MetricChoice(subsets=("all",)), ("linear_probe_top1",)),
+                 "clip", "textrand=0.5")
+    assert (clip.util_metric, clip.util) == ("linear_probe_top1", pytest.approx(0.10))

@@ -9,6 +9,7 @@ from dejavu.metrics.stats import (
     auroc,
     batched_top_p_curve,
     bootstrap_aucg,
+    bootstrap_auroc,
     bootstrap_dejavu_gap,
     bootstrap_indices,
     bootstrap_ppg,
@@ -154,6 +155,26 @@ def test_auroc_hand_worked_with_non_finite_scores_ranked_lowest():
     assert auroc([3.0, 2.0, -np.inf, 1.0], [True, False, True, False]) == 0.5
     assert auroc([3.0, np.nan, 2.0, -np.inf], [True, False, True, False]) == 1.0
     assert np.isnan(auroc([1.0, 2.0], [True, True]))
+
+
+def test_bootstrap_auroc_resamples_match_roc_auc_score_with_ties_and_non_finite_scores():
+    rng = np.random.default_rng(4)
+    scores = rng.integers(-2, 3, 60).astype(float)  # many ties, as an integer hit gap has
+    scores[[3, 17]] = -np.inf
+    positive = rng.random(60) < 0.4
+    interval = bootstrap_auroc(scores, positive, n_resamples=50, seed=7)
+    assert interval.value == auroc(scores, positive) and interval.n == 60
+    # The vectorized mid-rank statistic equals auroc on every resample that holds both classes.
+    idx = bootstrap_indices(60, 50, 7)
+    expected = [auroc(scores[i], positive[i]) for i in idx]
+    assert interval.low == pytest.approx(np.percentile(expected, 2.5), abs=1e-12)
+    assert interval.high == pytest.approx(np.percentile(expected, 97.5), abs=1e-12)
+
+
+def test_bootstrap_auroc_of_separated_scores_is_one_without_spread():
+    interval = bootstrap_auroc([5.0, 4.0, 1.0, 0.0], [True, True, False, False], n_resamples=100)
+    assert (interval.value, interval.high) == (1.0, 1.0)
+    assert interval.low == 1.0  # resamples lacking a class are skipped, every other one is separated
 
 
 def test_subset_pvalue_is_nan_when_the_canary_gap_is_undefined():

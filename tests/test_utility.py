@@ -39,6 +39,8 @@ def test_probe_on_random_labels_is_near_chance():
     y = torch.randint(0, 4, (400,), generator=g)
     result = linear_probe(x[:200], y[:200], x[200:], y[200:], epochs=20, lr=0.05, batch_size=32, seed=0)
     assert abs(result.top1 - 0.25) < 0.1  # 200 eval items: one standard error is 0.03
+    # the per-item outcomes behind the bootstrap interval agree with torchmetrics' accuracy
+    assert result.correct.shape == (200,) and result.correct.mean() == pytest.approx(result.top1)
 
 
 def test_unseen_eval_labels_are_counted_and_always_wrong():
@@ -105,6 +107,9 @@ def test_zero_shot_structure_on_random_images(tiny_clip):
     logits = torch.nn.functional.normalize(images, dim=1) @ class_text_embeddings(tiny_clip, SCENES_TEMPLATES[:2]).T
     expected = (logits.argmax(1) == labels).float().mean().item()
     assert result.top1 == pytest.approx(expected)
+    assert result.correct_top1.mean() == pytest.approx(result.top1)
+    assert result.correct_top5.mean() == pytest.approx(result.top5)
+    assert (result.correct_top5 >= result.correct_top1).all()
 
 
 def test_top5_is_capped_by_the_class_count(tiny_clip):
@@ -138,7 +143,7 @@ def test_int_numpy_and_string_labels_give_the_same_probe():
     as_int = linear_probe(
         train_x, np.array([int(y[1]) for y in train_y]), eval_x, torch.tensor([int(y[1]) for y in eval_y]), **kwargs
     )
-    assert as_int == as_str
+    assert as_int == as_str and (as_int.correct == as_str.correct).all()
     assert as_int.classes == ("0", "1") and as_int.top1 >= 0.9
 
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from bench.plot import MetricChoice, plot_results
+from bench.plot import UTILITY_METRICS, MetricChoice, plot_results
 from bench.store import ResultsStore
 
 
@@ -26,6 +26,9 @@ def register(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--subset", action="append", dest="subsets", metavar="SUBSET",
                         help="memorization subset; repeat for a fallback order "
                              f"(default: {' then '.join(default.subsets)})")
+    parser.add_argument("--utility", action="append", dest="utility", metavar="METRIC",
+                        help="utility metric of the trade-off plot; repeat for a fallback order "
+                             f"(default: {' then '.join(UTILITY_METRICS)})")
     parser.set_defaults(func=main)
     return parser
 
@@ -37,7 +40,7 @@ def main(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     choice = MetricChoice(args.test, args.metric, tuple(args.subsets or MetricChoice.subsets))
-    paths = plot_results(ResultsStore(args.results).read(), args.out, choice)
+    paths = plot_results(ResultsStore(args.results).read(), args.out, choice, tuple(args.utility or UTILITY_METRICS))
     for path in paths:
         print(path)
     if not paths:

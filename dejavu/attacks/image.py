@@ -21,7 +21,7 @@ from dejavu.knn import Neighbours, search
 from dejavu.metrics import (
     AttackedSplit,
     VoteResult,
-    auroc,
+    bootstrap_auroc,
     direction_gap_stat,
     label_vote,
     sample_scores,
@@ -228,4 +228,4 @@ def canary_rows(test: str, split_a: AttackedSplit, canary: np.ndarray, scores: n
     perm = subset_gap_pvalue(direction_gap_stat(split_a, level), canary, stats.n_permutations, stats.seed)
     p_value = perm.p_value if np.isfinite(perm.canary_gap) else float("nan")
     return [Row(test, "canary", f"pvalue_dv_gap@{pct(level)}", p_value, n=perm.n_canary),
-            Row(test, "canary", "canary_auroc", auroc(scores, canary), n=int(canary.size))]
+            bootstrap_auroc(scores, canary, stats.n_bootstrap, stats.seed).row(test, "canary", "canary_auroc")]

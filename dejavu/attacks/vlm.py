@@ -21,14 +21,15 @@ from dejavu.embed import Embeddings, embed_captions, embed_records
 from dejavu.encoders import Encoder
 from dejavu.knn import search
 from dejavu.metrics import (
-    auroc,
     bootstrap_aucg,
+    bootstrap_auroc,
     bootstrap_indices,
     bootstrap_ppg,
     bootstrap_prg,
     hits,
     multi_hot,
     object_vocabulary,
+    ordering_score,
     pairwise_gap_stat,
     precision_recall,
     sample_order,
@@ -220,9 +221,11 @@ def subset_pair_rows(test: str, queries: CaptionQueries, a: Retrieval, b: Retrie
 
 def caption_canary_rows(test: str, queries: CaptionQueries, a: Retrieval, b: Retrieval,
                         stats: StatsConfig) -> list[Row]:
-    """Returns the canary permutation p-value of PPG and the AUROC of the max_pred_gap score.
+    """Returns the canary permutation p-value of PPG and how well each sample-level ordering ranks canaries.
 
-    Both need canaries and other records among the queries; otherwise there are no rows.
+    `canary_auroc` is the AUROC of the memorization score `max_pred_gap`; `canary_auroc@crct_pred` and
+    `canary_auroc@min_dist` rank by the target's own success. All carry a bootstrap interval. Both
+    need canaries and other records among the queries; otherwise there are no rows.
     """
     canary = np.array([r.is_canary for r in queries.records])
     if not canary.any() or canary.all():
@@ -230,9 +233,13 @@ def caption_canary_rows(test: str, queries: CaptionQueries, a: Retrieval, b: Ret
     prec_a, _ = precision_recall(queries.truth, a.pred)
     prec_b, _ = precision_recall(queries.truth, b.pred)
     perm = subset_gap_pvalue(pairwise_gap_stat(prec_a, prec_b), canary, stats.n_permutations, stats.seed)
-    gap_score = (hits(queries.truth, a.pred) - hits(queries.truth, b.pred)).astype(np.float64)
-    return [Row(test, "canary", "pvalue_ppg", perm.p_value, n=perm.n_canary),
-            Row(test, "canary", "canary_auroc", auroc(gap_score, canary), n=int(canary.size))]
+    rows = [Row(test, "canary", "pvalue_ppg", perm.p_value, n=perm.n_canary)]
+    hits_a, hits_b = hits(queries.truth, a.pred), hits(queries.truth, b.pred)
+    for ordering in ORDERINGS:
+        score = ordering_score(ordering, min_dist=a.min_dist, hits_a=hits_a, hits_b=hits_b)
+        metric = "canary_auroc" if ordering == "max_pred_gap" else f"canary_auroc@{ordering}"
+        rows.append(bootstrap_auroc(score, canary, stats.n_bootstrap, stats.seed).row(test, "canary", metric))
+    return rows
 
 
 def vlm_two_model(target: Encoder, reference: Encoder, records: RecordSet, cfg: VLMTestConfig = VLMTestConfig(),

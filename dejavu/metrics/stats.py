@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.stats import rankdata
 from sklearn.metrics import roc_auc_score
 
 from dejavu.metrics.image import (
@@ -200,9 +201,33 @@ def auroc(scores, is_positive) -> float:
         raise ValueError(f"scores {s.shape} and labels {y.shape} must be equal 1-d arrays")
     if y.all() or not y.any():
         return float("nan")
-    finite = np.isfinite(s)
-    floor = s[finite].min() - 1.0 if finite.any() else 0.0
-    return float(roc_auc_score(y, np.where(finite, s, floor)))
+    return float(roc_auc_score(y, _finite_floor(s)))
+
+
+def _finite_floor(scores: np.ndarray) -> np.ndarray:
+    """Returns scores with every non-finite value replaced by one value below all finite ones."""
+    finite = np.isfinite(scores)
+    floor = scores[finite].min() - 1.0 if finite.any() else 0.0
+    return np.where(finite, scores, floor)
+
+
+def bootstrap_auroc(scores, is_positive, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> Interval:
+    """Returns the AUROC of `auroc` with a 95% bootstrap interval over records (n = all records).
+
+    Each resample's AUROC is the Mann-Whitney statistic from mid-ranks, vectorized over resamples;
+    a resample without both classes is skipped (NaN).
+    """
+    s = _finite_floor(np.asarray(scores, dtype=np.float64))
+    y = np.asarray(is_positive, dtype=bool)
+    value = auroc(scores, is_positive)
+    idx = bootstrap_indices(y.size, n_resamples, seed)
+    ranks = rankdata(s[idx], axis=1)  # mid-ranks: ties count one half, as in roc_auc_score
+    pos = y[idx]
+    n_pos = pos.sum(axis=1).astype(np.float64)
+    n_neg = y.size - n_pos
+    with np.errstate(invalid="ignore", divide="ignore"):
+        samples = ((ranks * pos).sum(axis=1) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+    return percentile_interval(value, samples, y.size)
 
 
 def _bootstrap_pairwise(a, b, idx) -> Interval:

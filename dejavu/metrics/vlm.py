@@ -133,20 +133,28 @@ def aucg(rec_a, rec_b) -> float:
     return recall_auc(rec_a) - recall_auc(rec_b)
 
 
+def ordering_score(kind: str, *, min_dist=None, hits_a=None, hits_b=None) -> np.ndarray:
+    """Returns the per-record score of a sample-level ordering; higher ranks first.
+
+    min_dist: minus the target distance to the nearest public key; crct_pred: |G∩Ŷ_A|;
+    max_pred_gap: |G∩Ŷ_A| - |G∩Ŷ_B|.
+    """
+    if kind == "min_dist":
+        return -np.asarray(_required(min_dist, "min_dist", kind), dtype=np.float64)
+    if kind == "crct_pred":
+        return np.asarray(_required(hits_a, "hits_a", kind), dtype=np.float64)
+    if kind == "max_pred_gap":
+        return np.asarray(_required(hits_a, "hits_a", kind) - _required(hits_b, "hits_b", kind), dtype=np.float64)
+    raise ValueError(f"unknown ordering {kind!r}; choose one of {ORDERINGS}")
+
+
 def sample_order(kind: str, ids, *, min_dist=None, hits_a=None, hits_b=None) -> np.ndarray:
     """Returns record positions in the order `kind` ranks them for the top-L curve, ties by id.
 
     min_dist: ascending target distance to the nearest public key; crct_pred: descending
     |G∩Ŷ_A|; max_pred_gap: descending |G∩Ŷ_A| - |G∩Ŷ_B|.
     """
-    if kind == "min_dist":
-        key = _required(min_dist, "min_dist", kind)
-    elif kind == "crct_pred":
-        key = -_required(hits_a, "hits_a", kind)
-    elif kind == "max_pred_gap":
-        key = -(_required(hits_a, "hits_a", kind) - _required(hits_b, "hits_b", kind))
-    else:
-        raise ValueError(f"unknown ordering {kind!r}; choose one of {ORDERINGS}")
+    key = -ordering_score(kind, min_dist=min_dist, hits_a=hits_a, hits_b=hits_b)
     ids = as_ids(ids, key.shape[0])
     return np.lexsort((ids, key))
 
