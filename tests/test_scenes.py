@@ -183,3 +183,52 @@ def test_cli_builds_dataset_preview_and_summary(tmp_path, capsys):
     assert "A=16, B=16, public=64, eval=32" in printed
     assert "canaries: 4" in printed and "build seconds" in printed
     assert (out / "preview.png").is_file() and (out / "manifest.jsonl").is_file()
+
+
+def _caption_objects(record) -> str:
+    """Returns the caption without its place phrase and camera file name: the part that names objects."""
+    caption = record.caption.replace(SCENES[record.tags[0]].phrase, "")
+    return caption.split(", IMG_")[0].lower()
+
+
+@pytest.mark.parametrize("prob", [0.0, 0.5])
+def test_caption_label_prob_leaves_the_label_unnamed_that_often(tmp_path, prob):
+    out = build_scenes(tmp_path / "d", "smoke", seed=3, caption_label_prob=prob, public_per_class=20,
+                       eval_per_class=1)
+    records = read_manifest(out)
+    named = np.array([r.label in _caption_objects(r) and r.label not in r.objects[1:] for r in records])
+    if prob == 0.0:
+        # The label is named only where it is also one of the other objects (never, with distinct sprites).
+        assert not named.any()
+        assert any(r.caption.startswith(("A photo ", "A picture taken", "A snapshot ")) and
+                   not any(o in _caption_objects(r) for o in r.objects) for r in records)
+    else:
+        assert 0.35 < named.mean() < 0.65, named.mean()
+    assert all(SCENES[r.tags[0]].phrase in r.caption for r in records)  # the place is always named
+
+
+def test_caption_probabilities_are_validated():
+    for name in ("caption_label_prob", "caption_other_prob", "caption_detail_prob"):
+        with pytest.raises(ValueError, match=name):
+            scenes_config("smoke", **{name: 1.5})
+
+
+def test_a_build_waits_for_another_build_of_the_same_folder(tmp_path):
+    # Sweep jobs started together ask for the same dataset: one builds it, the other waits, then reuses it.
+    import threading
+
+    from filelock import FileLock
+
+    from dejavu.data.scenes import BUILD_LOCK
+
+    out = tmp_path / "same"
+    out.mkdir()
+    small = {"per_class": 2, "n_canaries": 1, "public_per_class": 4, "eval_per_class": 1}
+    waiting = threading.Thread(target=build_scenes, args=(out, "smoke"), kwargs=small)
+    with FileLock(out / BUILD_LOCK):  # stands for the other job's build
+        waiting.start()
+        waiting.join(timeout=1.0)
+        assert waiting.is_alive() and not (out / "manifest.jsonl").exists()
+    waiting.join()
+    records = read_manifest(out)
+    assert len(records) == SMOKE.n_classes * (2 + 2 + 4 + 1)

@@ -23,6 +23,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+from filelock import FileLock
 from PIL import Image
 
 from dejavu.data.assets import SCENES, class_names, emoji_sprite, scene_photo
@@ -32,6 +33,7 @@ from dejavu.records import Box, Record, RecordSet
 # Bump when the rendering changes, so that cached builds of an older generator are rebuilt.
 GENERATOR_VERSION = 2
 MARKER = "scenes.json"
+BUILD_LOCK = ".build.lock"
 # Resampling blurs sprite edges into faint alpha; pixels fainter than this are invisible at any zoom, so
 # the box is the extent of pixels at least this opaque (out of 255).
 VISIBLE_ALPHA = 24
@@ -46,6 +48,13 @@ TEMPLATES = (
     "there is {objects} {place}.",
     "a close-up photo of {objects} {place}.",
     "a snapshot of {objects} {place}.",
+)
+
+# Captions that name no object, only the place.
+PLACE_TEMPLATES = (
+    "a photo {place}.",
+    "a picture taken {place}.",
+    "a snapshot {place}.",
 )
 
 
@@ -71,6 +80,9 @@ class ScenesConfig:
     crop_scale: tuple[float, float] = (0.25, 0.7)  # background crop side / shorter side of the photo
     max_overlap: float = 0.3  # at most this fraction of an object's box hidden by earlier objects' boxes
     caption_other_prob: float = 0.3  # chance that each non-label object is named in the caption
+    # Chance that the label object is named. Alt-text often names only the place ("our trip to the
+    # beach"); an unnamed foreground is what a memorized caption can reveal and an unseen one cannot.
+    caption_label_prob: float = 1.0
     # Chance that a caption ends with a unique detail (a camera file name, as web alt-text often has).
     # Without one, templated captions are shared by many records, and no model could tell which
     # training image a caption belongs to: the caption test would have nothing to find.
@@ -90,6 +102,9 @@ class ScenesConfig:
         if self.n_canaries > self.n_classes * self.per_class:
             raise ValueError(f"n_canaries={self.n_canaries} exceeds the size of A "
                              f"({self.n_classes * self.per_class})")
+        for name in ("caption_other_prob", "caption_label_prob", "caption_detail_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.canary_repeat < 1:
             raise ValueError("canary_repeat must be >= 1")
         if max(self.label_scale) > self.object_region and self.confined_prob > 0:
@@ -106,12 +121,14 @@ PRESETS: dict[str, ScenesConfig] = {
     "smoke": ScenesConfig(n_classes=4, scenes=("coffee", "grass", "brick", "gravel", "galaxy", "rocket"),
                           per_class=4, public_per_class=16, eval_per_class=8, n_canaries=4,
                           canary_repeat=5),
-    # 40 object classes keep a 10-neighbour union of objects from covering the vocabulary; 200
-    # canaries (of 520 A records) seen 20x per epoch keep the canary intervals informative.
+    # 40 object classes keep a union of neighbours' objects from covering the vocabulary; 200
+    # canaries (of 520 A records) seen 20x per epoch keep the canary intervals informative. Most
+    # captions leave the foreground unnamed, so that recovering it takes a memorized caption.
     "default": ScenesConfig(n_classes=40, per_class=13, public_per_class=125, eval_per_class=25,
-                            n_canaries=200, canary_repeat=20),
+                            n_canaries=200, canary_repeat=20, caption_label_prob=0.2),
     "paper": ScenesConfig(n_classes=100, image_size=96, per_class=100, public_per_class=300,
-                          eval_per_class=50, n_canaries=500, canary_repeat=20, scenes_per_class=3),
+                          eval_per_class=50, n_canaries=500, canary_repeat=20, scenes_per_class=3,
+                          caption_label_prob=0.2),
 }
 
 
@@ -228,8 +245,12 @@ def render(plan: Plan, config: ScenesConfig, seed: int, preferred: dict[str, tup
         canvas.alpha_composite(sprite, (x, y))
 
     named = [labels[0], *(o for o in labels[1:] if rng.random() < config.caption_other_prob)]
-    template = TEMPLATES[int(rng.integers(len(TEMPLATES)))]
-    caption = template.format(objects=_enumerate(named), place=SCENES[scene].phrase)
+    # Drawn only when it can fail, so captions of configs that always name the label stay as they were.
+    if config.caption_label_prob < 1.0 and rng.random() >= config.caption_label_prob:
+        named = named[1:]
+    templates = TEMPLATES if named else PLACE_TEMPLATES
+    template = templates[int(rng.integers(len(templates)))]
+    caption = template.format(objects=_enumerate(named) if named else "", place=SCENES[scene].phrase)
     if rng.random() < config.caption_detail_prob:
         caption = f"{caption[:-1]}, IMG_{int(rng.integers(10_000)):04d}."
     return canvas.convert("RGB"), scene, tuple(boxes), caption[0].upper() + caption[1:], tuple(labels)
@@ -293,14 +314,22 @@ def build_scenes(out_dir: str | Path, preset: str | ScenesConfig = "default", se
     """
     config = scenes_config(preset, **overrides) if isinstance(preset, str) else replace(preset, **overrides)
     out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # Concurrent sweep jobs ask for the same dataset: one builds it, the others wait and reuse it.
+    with FileLock(out_dir / BUILD_LOCK):
+        _build_locked(out_dir, config, seed, workers)
+    return out_dir
+
+
+def _build_locked(out_dir: Path, config: ScenesConfig, seed: int, workers: int) -> None:
+    """Builds `config` into `out_dir` unless a complete build of it is there; the caller holds the lock."""
     key = config.key(seed)
     marker = read_marker(out_dir)
     if marker is not None:
         if marker.get("key") == key and marker.get("complete") and (out_dir / JSONL).is_file():
-            return out_dir
+            return
         # A different or interrupted build of ours: its images would be stale.
         shutil.rmtree(out_dir / "images", ignore_errors=True)
-    out_dir.mkdir(parents=True, exist_ok=True)
     _write_marker(out_dir, {"key": key, "complete": False})
 
     start = time.perf_counter()
@@ -327,7 +356,6 @@ def build_scenes(out_dir: str | Path, preset: str | ScenesConfig = "default", se
         "canary_repeat": config.canary_repeat, "classes": class_names(config.n_classes),
         "scenes": list(config.scenes), "preferred_scenes": preferred, "build_seconds": round(seconds, 3),
     })
-    return out_dir
 
 
 def load_scenes(out_dir: str | Path, preset: str | ScenesConfig = "default", seed: int = 0,
