@@ -162,7 +162,8 @@ def zero_shot(
     top1 = multiclass_accuracy(logits, targets, num_classes=num_classes, average="micro", top_k=1)
     topk = multiclass_accuracy(logits, targets, num_classes=num_classes, average="micro", top_k=k)
     return ZeroShotResult(top1=float(top1), top5=float(topk), n=len(targets), top5_k=k,
-                          correct_top1=top_k_correct(logits, targets, 1), correct_top5=top_k_correct(logits, targets, k))
+                          correct_top1=top_k_correct(logits, targets, 1),
+                          correct_top5=top_k_correct(logits, targets, k))
 
 
 def top_k_correct(logits: torch.Tensor, targets: torch.Tensor, k: int) -> np.ndarray:

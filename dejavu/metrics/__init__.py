@@ -53,10 +53,11 @@ from dejavu.metrics.vlm import (
 
 __all__ = [
     "QUADRANTS", "AttackedSplit", "Gap", "Interval", "SubsetTest", "VoteResult", "aucg", "auroc",
-    "batched_top_p_curve", "bootstrap_aucg", "bootstrap_auroc", "bootstrap_dejavu_gap", "bootstrap_indices", "bootstrap_ppg",
-    "bootstrap_prg", "bootstrap_quadrants", "bootstrap_top_p_accuracy", "confidence_order", "dejavu_gap",
-    "direction_gap", "direction_gap_stat", "hits", "label_vote", "log_spaced_phis", "most_memorized",
-    "multi_hot", "object_vocabulary", "ordering_score", "pairwise_gap_stat", "ppg", "precision_recall", "prg", "quadrant_masks",
-    "quadrants", "recall_auc", "sample_order", "sample_scores", "subset_gap_pvalue", "symmetric_quadrants",
-    "top_l_gaps", "top_p_accuracy", "top_p_curve", "top_t_objects", "union_objects",
+    "batched_top_p_curve", "bootstrap_aucg", "bootstrap_auroc", "bootstrap_dejavu_gap", "bootstrap_indices",
+    "bootstrap_ppg", "bootstrap_prg", "bootstrap_quadrants", "bootstrap_top_p_accuracy", "confidence_order",
+    "dejavu_gap", "direction_gap", "direction_gap_stat", "hits", "label_vote", "log_spaced_phis",
+    "most_memorized", "multi_hot", "object_vocabulary", "ordering_score", "pairwise_gap_stat", "ppg",
+    "precision_recall", "prg", "quadrant_masks", "quadrants", "recall_auc", "sample_order", "sample_scores",
+    "subset_gap_pvalue", "symmetric_quadrants", "top_l_gaps", "top_p_accuracy", "top_p_curve",
+    "top_t_objects", "union_objects",
 ]
