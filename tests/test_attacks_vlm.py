@@ -197,6 +197,10 @@ def test_top_l_rows_and_their_null_on_eval(world):
     # max_pred_gap ties at 2 for every memorized record and breaks ties by id: v018-v020, the first
     # three canaries, whose target recalls are 2/3 (v018 holds the unrevealable vase), 1, 1 and reference 0
     assert _rows(rows, "top_l_recall_gap@max_pred_gap@0.1").value == pytest.approx(8 / 9)
+    # every top-L gap has a bootstrap interval; a gap in [-1, 1] has its interval there too
+    for metric in ("top_l_f_gap@crct_pred@0.1", "null_top_l_recall_gap@min_dist@0.1"):
+        gap = _rows(rows, metric)
+        assert -1.0 <= gap.ci_low <= gap.ci_high <= 1.0
 
 
 def test_canaries_get_subset_rows_a_pvalue_and_an_auroc(world):

@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from dejavu.metrics.vlm import (
     aucg,
+    batched_top_l_gaps,
     hits,
     log_spaced_phis,
     multi_hot,
@@ -133,6 +134,28 @@ def test_top_l_gaps_hand_worked():
     f = lambda p, r: 2 * p * r / (p + r + 1e-5)  # noqa: E731
     assert table["f_gap"].tolist() == pytest.approx(
         [f(1.0, 0.5) - f(0, 0), f(0.75, 0.75) - f(0.25, 0.25), f(0.375, 0.375) - f(0.25, 0.25)])
+
+
+@pytest.mark.parametrize("ordering", ["min_dist", "crct_pred", "max_pred_gap"])
+def test_batched_top_l_gaps_equal_ranking_each_resample_afresh(ordering):
+    rng = np.random.default_rng(11)
+    n = 40
+    ids = np.array([f"r{i:03d}" for i in range(n)])
+    hits_a, hits_b = rng.integers(0, 3, n), rng.integers(0, 3, n)  # integer keys: many ties, broken by id
+    min_dist = rng.integers(0, 4, n) / 4
+    prec_a, rec_a, prec_b, rec_b = rng.random((4, n))
+    phis = [0.01, 0.1, 0.5, 1.0]
+    order = sample_order(ordering, ids, min_dist=min_dist, hits_a=hits_a, hits_b=hits_b)
+    idx = rng.integers(0, n, size=(5, n))
+    batched = batched_top_l_gaps(order, prec_a, rec_a, prec_b, rec_b, phis, idx)
+    for row, take in enumerate(idx):
+        # a resample repeats records; copies get distinct ids that sort right after their original's
+        copies = [f"{ids[t]}#{k:03d}" for k, t in enumerate(take)]
+        fresh_order = sample_order(ordering, copies, min_dist=min_dist[take], hits_a=hits_a[take],
+                                   hits_b=hits_b[take])
+        fresh = top_l_gaps(fresh_order, prec_a[take], rec_a[take], prec_b[take], rec_b[take], phis)
+        for gap in ("precision_gap", "recall_gap", "f_gap"):
+            assert batched[gap][row] == pytest.approx(fresh[gap].to_numpy(), abs=1e-12)
 
 
 def test_log_spaced_phis_run_from_one_record_to_all():

@@ -21,6 +21,7 @@ from dejavu.embed import Embeddings, embed_captions, embed_records
 from dejavu.encoders import Encoder
 from dejavu.knn import search
 from dejavu.metrics import (
+    batched_top_l_gaps,
     bootstrap_aucg,
     bootstrap_auroc,
     bootstrap_indices,
@@ -39,7 +40,7 @@ from dejavu.metrics import (
     union_objects,
 )
 from dejavu.metrics.stats import percentile_interval
-from dejavu.metrics.vlm import DEFAULT_PHIS, ORDERINGS
+from dejavu.metrics.vlm import DEFAULT_PHIS, ORDERINGS, TOP_L_GAPS
 from dejavu.records import RecordSet
 from dejavu.results import Row
 
@@ -183,19 +184,24 @@ def pair_rows(test: str, subset: str, truth: np.ndarray, a: Retrieval, b: Retrie
 
 
 def top_l_rows(test: str, prefix: str, ids: list[str], truth: np.ndarray, a: Retrieval, b: Retrieval,
-               phis) -> list[Row]:
-    """Returns the top-L precision, recall and F gaps for each ordering of SPEC section 5."""
+               phis, stats: StatsConfig) -> list[Row]:
+    """Returns the top-L precision, recall and F gaps for each ordering of SPEC section 5, with intervals.
+
+    Each bootstrap resample of the records is ranked and cut at its own top L, as the point estimate is.
+    """
     prec_a, rec_a = precision_recall(truth, a.pred)
     prec_b, rec_b = precision_recall(truth, b.pred)
     hits_a, hits_b = hits(truth, a.pred), hits(truth, b.pred)
+    idx = bootstrap_indices(truth.shape[0], stats.n_bootstrap, stats.seed)
     rows = []
     for ordering in ORDERINGS:
         order = sample_order(ordering, ids, min_dist=a.min_dist, hits_a=hits_a, hits_b=hits_b)
         table = top_l_gaps(order, prec_a, rec_a, prec_b, rec_b, phis)
-        for row in table.itertuples():
-            for gap in ("precision_gap", "recall_gap", "f_gap"):
-                rows.append(Row(test, "all", f"{prefix}top_l_{gap}@{ordering}@{row.phi:g}",
-                                float(getattr(row, gap)), n=int(row.L)))
+        samples = batched_top_l_gaps(order, prec_a, rec_a, prec_b, rec_b, phis, idx)
+        for j, row in enumerate(table.itertuples()):
+            for gap in TOP_L_GAPS:
+                rows.append(percentile_interval(float(getattr(row, gap)), samples[gap][:, j], int(row.L))
+                            .row(test, "all", f"{prefix}top_l_{gap}@{ordering}@{row.phi:g}"))
     return rows
 
 
@@ -258,11 +264,11 @@ def vlm_two_model(target: Encoder, reference: Encoder, records: RecordSet, cfg: 
     rows = excluded_rows(TEST, queries.excluded) + subset_pair_rows(TEST, queries, a, b, cfg.stats)
     for t, at, bt in zip(cfg.top_t, a_top, b_top, strict=True):
         rows += pair_rows(TEST, "all", queries.truth, at, bt, cfg.stats, suffix=f"@top{t}")
-    rows += top_l_rows(TEST, "", queries.records.ids, queries.truth, a, b, cfg.phis)
+    rows += top_l_rows(TEST, "", queries.records.ids, queries.truth, a, b, cfg.phis, cfg.stats)
     null = caption_queries(records, "eval", public.vocabulary)
     if len(null.records):
         (na,), (nb,) = (r.retrieve(null.records) for r in retrievers)
-        rows += top_l_rows(TEST, "null_", null.records.ids, null.truth, na, nb, cfg.phis)
+        rows += top_l_rows(TEST, "null_", null.records.ids, null.truth, na, nb, cfg.phis, cfg.stats)
         rows += pair_rows(TEST, "all", null.truth, na, nb, cfg.stats, prefix="null_")
     else:
         log.warning("no eval record has a caption and objects, so the top-L null curve is missing; "

@@ -36,6 +36,7 @@ from dejavu.metrics.stats import (
 )
 from dejavu.metrics.vlm import (
     aucg,
+    batched_top_l_gaps,
     hits,
     log_spaced_phis,
     multi_hot,
@@ -53,7 +54,7 @@ from dejavu.metrics.vlm import (
 
 __all__ = [
     "QUADRANTS", "AttackedSplit", "Gap", "Interval", "SubsetTest", "VoteResult", "aucg", "auroc",
-    "batched_top_p_curve", "bootstrap_aucg", "bootstrap_auroc", "bootstrap_dejavu_gap", "bootstrap_indices",
+    "batched_top_l_gaps", "batched_top_p_curve", "bootstrap_aucg", "bootstrap_auroc", "bootstrap_dejavu_gap", "bootstrap_indices",
     "bootstrap_ppg", "bootstrap_prg", "bootstrap_quadrants", "bootstrap_top_p_accuracy", "confidence_order",
     "dejavu_gap", "direction_gap", "direction_gap_stat", "hits", "label_vote", "log_spaced_phis",
     "most_memorized", "multi_hot", "object_vocabulary", "ordering_score", "pairwise_gap_stat", "ppg",

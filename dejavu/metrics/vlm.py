@@ -164,25 +164,48 @@ def log_spaced_phis(n: int, num: int = 50) -> np.ndarray:
     return np.geomspace(1.0 / n, 1.0, num)
 
 
+TOP_L_GAPS = ("precision_gap", "recall_gap", "f_gap")
+
+
 def top_l_gaps(order, prec_a, rec_a, prec_b, rec_b, phis=DEFAULT_PHIS) -> pd.DataFrame:
     """Returns, per phi, L = max(1, floor(phi*n)) and the gaps in mean precision, mean recall and F.
 
     F = 2PR/(P+R+1e-5) is computed from the means over the top L records, for each model.
     """
+    n = np.asarray(order).size
+    gaps = batched_top_l_gaps(order, prec_a, rec_a, prec_b, rec_b, phis, np.arange(n)[None])
+    return pd.DataFrame({"phi": np.asarray(phis, dtype=np.float64), "L": top_l_lengths(phis, n),
+                         **{name: values[0] for name, values in gaps.items()}})
+
+
+def top_l_lengths(phis, n: int) -> np.ndarray:
+    """Returns L = max(1, floor(phi*n)), at most n, for each phi."""
+    lengths = np.maximum(1, np.floor(np.asarray(phis, dtype=np.float64) * n + 1e-9).astype(np.int64))
+    return np.minimum(lengths, n)
+
+
+def batched_top_l_gaps(order, prec_a, rec_a, prec_b, rec_b, phis, idx) -> dict[str, np.ndarray]:
+    """Returns each top-L gap as float [B, len(phis)], on each row of idx (a [B, m] matrix of positions).
+
+    A row's records are ranked by their places in the global `order`, which already breaks ties by
+    id, so a resample ranks exactly as ordering it afresh would; a repeated record stays a block.
+    """
     order = np.asarray(order)
-    cols = [np.asarray(x, dtype=np.float64)[order] for x in (prec_a, rec_a, prec_b, rec_b)]
+    idx = np.asarray(idx)
+    cols = [np.asarray(x, dtype=np.float64) for x in (prec_a, rec_a, prec_b, rec_b)]
     n = order.size
     if n == 0 or any(c.shape != (n,) for c in cols):
         raise ValueError("order, precisions and recalls must be non-empty and of one length")
-    cum = [np.cumsum(c) for c in cols]
-    phis = np.asarray(phis, dtype=np.float64)
-    lengths = np.maximum(1, np.floor(phis * n + 1e-9).astype(np.int64))
-    lengths = np.minimum(lengths, n)
-    pa, ra, pb, rb = (c[lengths - 1] / lengths for c in cum)
+    if idx.ndim != 2:
+        raise ValueError(f"idx must be a [B, m] matrix of positions, got shape {idx.shape}")
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n)
+    ranked = order[np.sort(rank[idx], axis=1)]
+    lengths = top_l_lengths(phis, idx.shape[1])
+    pa, ra, pb, rb = (np.cumsum(c[ranked], axis=1)[:, lengths - 1] / lengths for c in cols)
     f_a = 2 * pa * ra / (pa + ra + 1e-5)
     f_b = 2 * pb * rb / (pb + rb + 1e-5)
-    return pd.DataFrame({"phi": phis, "L": lengths, "precision_gap": pa - pb,
-                         "recall_gap": ra - rb, "f_gap": f_a - f_b})
+    return dict(zip(TOP_L_GAPS, (pa - pb, ra - rb, f_a - f_b), strict=True))
 
 
 def _pair(gt, pred) -> tuple[np.ndarray, np.ndarray]:
