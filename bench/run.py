@@ -117,9 +117,14 @@ def models_for(prepared: PreparedRun, target: TrainedModel, reference: TrainedMo
     """Returns the encoders to measure: the plan's layer for images, the joint space for captions."""
     layer = prepared.plan.measure_layer
     vlm = prepared.plan.modality == "image-text"
-    return Models(target=target.encoder(layer), reference=reference.encoder(layer),
-                  target_vlm=target.encoder("projector") if vlm else None,
-                  reference_vlm=reference.encoder("projector") if vlm else None)
+    image = [m.encoder(layer) for m in (target, reference)]
+    if not vlm:
+        joint = [None, None]
+    elif layer == "projector":  # the image encoder is the joint one: reuse it, not fingerprint the weights twice
+        joint = image
+    else:
+        joint = [m.encoder("projector") for m in (target, reference)]
+    return Models(target=image[0], reference=image[1], target_vlm=joint[0], reference_vlm=joint[1])
 
 
 def execute(spec: RunSpec) -> pd.DataFrame:

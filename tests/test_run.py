@@ -162,3 +162,28 @@ def test_killed_training_resumes_from_its_last_checkpoint(clip_run, tmp_path):
     assert resumed.epoch.min() >= 1  # continued after the saved epoch(s), did not start over
     assert resumed.step.max() == epochs * steps_per_epoch - 1
     assert ResultsStore(tmp_path / "runs.csv").run_ids() == [prepared.run_id(records.fingerprint())]
+
+
+class _CountingModel:
+    """Stands for a TrainedModel: hands out a new encoder object per call, and counts the calls."""
+
+    def __init__(self):
+        self.layers: list = []
+
+    def encoder(self, layer):
+        self.layers.append(layer)
+        return object()
+
+
+@pytest.mark.parametrize("mitigations, joint_reused", [((), True), (("guillotine=1",), False)])
+def test_models_for_reuses_the_projector_encoder_for_captions(mitigations, joint_reused):
+    from bench.run import models_for
+
+    prepared = prepare(RunSpec(recipe="clip", mitigations=mitigations, preset="smoke"))
+    target, reference = _CountingModel(), _CountingModel()
+    models = models_for(prepared, target, reference)
+    assert (models.target_vlm is models.target) == joint_reused
+    assert (models.reference_vlm is models.reference) == joint_reused
+    assert len(target.layers) == (1 if joint_reused else 2)  # each encoder is built (and fingerprinted) once
+    simclr = models_for(prepare(RunSpec(recipe="simclr", preset="smoke")), _CountingModel(), _CountingModel())
+    assert simclr.target_vlm is None and simclr.reference_vlm is None
