@@ -35,8 +35,7 @@ from dejavu.attacks.vlm import VLMTestConfig, vlm_one_model_text, vlm_two_model
 from dejavu.crops import CropResult, background_crops
 from dejavu.embed import embed_records
 from dejavu.encoders import Encoder
-from dejavu.metrics import Interval, bootstrap_indices
-from dejavu.metrics.stats import percentile_interval
+from dejavu.metrics import Interval, bootstrap_indices, bootstrap_mean
 from dejavu.records import RecordSet
 from dejavu.results import TESTS, Row, to_frame
 from dejavu.utility import SCENES_TEMPLATES, linear_probe, zero_shot, zero_shot_classes
@@ -203,5 +202,4 @@ def utility_rows(models: Models, records: RecordSet, cfg: MeasureConfig, *, cach
 
 def accuracy_interval(value: float, correct: np.ndarray, stats: StatsConfig) -> Interval:
     """Returns an accuracy with its 95% bootstrap interval over the eval items."""
-    samples = correct[bootstrap_indices(correct.size, stats.n_bootstrap, stats.seed)].mean(axis=1)
-    return percentile_interval(value, samples, int(correct.size))
+    return bootstrap_mean(correct, bootstrap_indices(correct.size, stats.n_bootstrap, stats.seed), value)

@@ -12,6 +12,7 @@ from dejavu.metrics.stats import (
     bootstrap_auroc,
     bootstrap_dejavu_gap,
     bootstrap_indices,
+    bootstrap_mean,
     bootstrap_ppg,
     bootstrap_prg,
     bootstrap_quadrants,
@@ -155,6 +156,16 @@ def test_auroc_hand_worked_with_non_finite_scores_ranked_lowest():
     assert auroc([3.0, 2.0, -np.inf, 1.0], [True, False, True, False]) == 0.5
     assert auroc([3.0, np.nan, 2.0, -np.inf], [True, False, True, False]) == 1.0
     assert np.isnan(auroc([1.0, 2.0], [True, True]))
+
+
+def test_bootstrap_mean_hand_worked_and_with_a_given_point():
+    values = [0.0, 1.0, 1.0, 0.0]
+    idx = np.array([[0, 0, 0, 0], [1, 2, 1, 2], [0, 1, 2, 3]])  # resample means 0, 1, 0.5
+    interval = bootstrap_mean(values, idx)
+    assert (interval.value, interval.n) == (0.5, 4)
+    assert (interval.low, interval.high) == pytest.approx((np.percentile([0, 1, 0.5], 2.5),
+                                                           np.percentile([0, 1, 0.5], 97.5)))
+    assert bootstrap_mean(values, idx, value=0.49999997).value == 0.49999997  # e.g. torchmetrics' float32
 
 
 def test_bootstrap_auroc_resamples_match_roc_auc_score_with_ties_and_non_finite_scores():

@@ -17,8 +17,7 @@ import pandas as pd
 from dejavu.attacks.common import StatsConfig, gap_rows, subset_masks
 from dejavu.attacks.image import ImageTestResult, canary_rows
 from dejavu.crops import Crop, CropResult, crop_image
-from dejavu.metrics import AttackedSplit, bootstrap_indices, sample_scores
-from dejavu.metrics.stats import percentile_interval
+from dejavu.metrics import AttackedSplit, bootstrap_indices, bootstrap_mean, sample_scores
 from dejavu.records import Record, RecordSet
 from dejavu.references import CropClassifier, NaiveBayesReference, ReferencePrediction, crop_tags
 from dejavu.results import Row
@@ -103,8 +102,7 @@ def one_model_rows(test: str, two_model: ImageTestResult, estimate: ReferencePre
         if agree is None:
             continue
         idx = bootstrap_indices(int(mask.sum()), cfg.stats.n_bootstrap, cfg.stats.seed)
-        a = agree[mask]
-        rows.append(percentile_interval(float(a.mean()), a[idx].mean(axis=1), a.size).row(test, subset, "agreement"))
+        rows.append(bootstrap_mean(agree[mask], idx).row(test, subset, "agreement"))
     scores = sample_scores(frame.entropy_target.to_numpy(), estimate.entropy, split.memorized())
     return rows + canary_rows(test, split, canary, scores, cfg.pvalue_p, cfg.stats)
 

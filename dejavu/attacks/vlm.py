@@ -25,6 +25,7 @@ from dejavu.metrics import (
     bootstrap_aucg,
     bootstrap_auroc,
     bootstrap_indices,
+    bootstrap_mean,
     bootstrap_ppg,
     bootstrap_prg,
     hits,
@@ -178,8 +179,7 @@ def pair_rows(test: str, subset: str, truth: np.ndarray, a: Retrieval, b: Retrie
             bootstrap_aucg(rec_a, rec_b, idx).row(test, subset, f"{prefix}aucg{suffix}")]
     for name, values in (("precision_target", prec_a), ("recall_target", rec_a),
                          ("precision_reference", prec_b), ("recall_reference", rec_b)):
-        rows.append(percentile_interval(float(values.mean()), values[idx].mean(axis=1), n)
-                    .row(test, subset, f"{prefix}{name}{suffix}"))
+        rows.append(bootstrap_mean(values, idx).row(test, subset, f"{prefix}{name}{suffix}"))
     return rows
 
 

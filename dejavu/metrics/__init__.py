@@ -26,6 +26,7 @@ from dejavu.metrics.stats import (
     bootstrap_auroc,
     bootstrap_dejavu_gap,
     bootstrap_indices,
+    bootstrap_mean,
     bootstrap_ppg,
     bootstrap_prg,
     bootstrap_quadrants,
@@ -54,7 +55,7 @@ from dejavu.metrics.vlm import (
 
 __all__ = [
     "QUADRANTS", "AttackedSplit", "Gap", "Interval", "SubsetTest", "VoteResult", "aucg", "auroc",
-    "batched_top_l_gaps", "batched_top_p_curve", "bootstrap_aucg", "bootstrap_auroc", "bootstrap_dejavu_gap", "bootstrap_indices",
+    "batched_top_l_gaps", "batched_top_p_curve", "bootstrap_aucg", "bootstrap_auroc", "bootstrap_dejavu_gap", "bootstrap_indices", "bootstrap_mean",
     "bootstrap_ppg", "bootstrap_prg", "bootstrap_quadrants", "bootstrap_top_p_accuracy", "confidence_order",
     "dejavu_gap", "direction_gap", "direction_gap_stat", "hits", "label_vote", "log_spaced_phis",
     "most_memorized", "multi_hot", "object_vocabulary", "ordering_score", "pairwise_gap_stat", "ppg",

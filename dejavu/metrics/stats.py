@@ -136,6 +136,17 @@ def bootstrap_prg(rec_a, rec_b, idx) -> Interval:
     return _bootstrap_pairwise(rec_a, rec_b, idx)
 
 
+def bootstrap_mean(values, idx, value: float | None = None) -> Interval:
+    """Returns the mean of `values` with its bootstrap interval over the resamples in idx.
+
+    `value` replaces the point estimate when the caller has the same mean from elsewhere (e.g. a
+    torchmetrics accuracy), so that the row keeps that number.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    point = float(v.mean()) if value is None else float(value)
+    return percentile_interval(point, v[np.asarray(idx)].mean(axis=1), v.size)
+
+
 def bootstrap_aucg(rec_a, rec_b, idx) -> Interval:
     """Returns AUCG with its bootstrap interval; a resample's AUC is its mean recall (exact identity)."""
     diff = np.asarray(rec_a, dtype=np.float64) - np.asarray(rec_b, dtype=np.float64)
