@@ -79,7 +79,11 @@ class MeasureSection:
 
 @dataclass(frozen=True)
 class Preset:
-    """A whole run's configuration; `train_by_recipe` overrides `train` for one recipe."""
+    """A whole run's configuration; `train_by_recipe` and `measure_by_recipe` override a section for one recipe.
+
+    A benchmark is designed per recipe family: SSL models need many more epochs than CLIP to memorize
+    a canary, and their image test its own k, while the data stays one build for every recipe.
+    """
 
     name: str
     description: str = ""
@@ -87,11 +91,17 @@ class Preset:
     train: TrainConfig = field(default_factory=TrainConfig)
     train_by_recipe: dict[str, dict[str, Any]] = field(default_factory=dict)
     measure: MeasureSection = field(default_factory=MeasureSection)
+    measure_by_recipe: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def train_config(self, recipe: str) -> TrainConfig:
         """Returns the training config of `recipe`: `train` with the recipe's own overrides applied."""
         get_recipe(recipe)
         return replace(self.train, **self.train_by_recipe.get(recipe, {}))
+
+    def measure_section(self, recipe: str) -> MeasureSection:
+        """Returns the measurement knobs of `recipe`: `measure` with the recipe's own overrides applied."""
+        get_recipe(recipe)
+        return replace(self.measure, **self.measure_by_recipe.get(recipe, {}))
 
     def plan(self, recipe: str) -> TrainingPlan:
         """Returns the unmitigated training plan of `recipe` under this preset."""
@@ -103,7 +113,9 @@ class Preset:
 
 
 _SECTIONS: dict[str, type] = {"data": DataSection, "train": TrainConfig, "measure": MeasureSection}
-_TOP_LEVEL = ("description", *_SECTIONS, "train_by_recipe")
+#: the per-recipe override blocks and the section each one overrides
+_BY_RECIPE: dict[str, type] = {"train_by_recipe": TrainConfig, "measure_by_recipe": MeasureSection}
+_TOP_LEVEL = ("description", *_SECTIONS, *_BY_RECIPE)
 
 
 def available_presets() -> list[str]:
@@ -207,7 +219,7 @@ def _check_scenes_params(params: dict, where: str) -> dict:
 
 
 def _check_recipe_overrides(by_recipe: dict, where: str) -> dict:
-    hints = _hints(TrainConfig)
+    hints = _hints(_BY_RECIPE[where])
     out = {}
     for recipe, overrides in by_recipe.items():
         try:
@@ -228,9 +240,9 @@ def preset_from_dict(name: str, data: dict) -> Preset:
         raise PresetError(f"unknown section {unknown[0]!r} in preset {name!r}; valid: {', '.join(_TOP_LEVEL)}")
     sections = {key: _section_from(cls, data.get(key, {}), key) for key, cls in _SECTIONS.items()}
     sections["data"] = replace(sections["data"], params=_check_scenes_params(sections["data"].params, "data.params"))
+    by_recipe = {key: _check_recipe_overrides(data.get(key, {}), key) for key in _BY_RECIPE}
     return Preset(name=name, description=_convert(data.get("description", ""), str, "description"),
-                  train_by_recipe=_check_recipe_overrides(data.get("train_by_recipe", {}), "train_by_recipe"),
-                  **sections)
+                  **by_recipe, **sections)
 
 
 def apply_override(preset: Preset, override: str) -> Preset:
@@ -240,13 +252,13 @@ def apply_override(preset: Preset, override: str) -> Preset:
         raise PresetError(f"override {override!r} is not of the form section.field=value")
     parts = path.strip().split(".")
     section = parts[0]
-    if section == "train_by_recipe" and len(parts) == 3:
-        merged = {**preset.train_by_recipe, parts[1]: {**preset.train_by_recipe.get(parts[1], {}),
-                                                      parts[2]: _parse(text, _hints(TrainConfig).get(parts[2], Any),
-                                                                       path)}}
-        return replace(preset, train_by_recipe=_check_recipe_overrides(merged, "train_by_recipe"))
+    if section in _BY_RECIPE and len(parts) == 3:
+        current = getattr(preset, section)
+        value = _parse(text, _hints(_BY_RECIPE[section]).get(parts[2], Any), path)
+        merged = {**current, parts[1]: {**current.get(parts[1], {}), parts[2]: value}}
+        return replace(preset, **{section: _check_recipe_overrides(merged, section)})
     if section not in _SECTIONS or len(parts) not in (2, 3):
-        raise PresetError(f"override {override!r}: expected train_by_recipe.<recipe>.<field>=... "
+        raise PresetError(f"override {override!r}: expected <train|measure>_by_recipe.<recipe>.<field>=... "
                           f"or <section>.<field>=... with section one of {', '.join(_SECTIONS)}")
     current = getattr(preset, section)
     cls, name = _SECTIONS[section], parts[1]

@@ -139,7 +139,7 @@ def execute(spec: RunSpec) -> pd.DataFrame:
         stored = store.read()
         return stored[stored.run_id == run_id]
     target, reference = train_pair(prepared, records)
-    cfg = MeasureConfig.from_dict(prepared.preset.measure.as_dict())
+    cfg = MeasureConfig.from_dict(prepared.preset.measure_section(spec.recipe).as_dict())
     rows = measure(models_for(prepared, target, reference), records, cfg,
                    cache_dir=spec.cache / "embeddings", progress=spec.progress,
                    report_dir=spec.out / "reports" / run_id)

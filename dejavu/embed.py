@@ -14,16 +14,25 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from dejavu.encoders import Encoder, NonFiniteEmbeddingError
-from dejavu.records import Record, RecordError, RecordSet
+from dejavu.pixels import (
+    MAX_PIXEL_BYTES,
+    RecordImages,
+    decoded_pixels,
+    pixel_bytes,
+    split_at_to_tensor,
+    stable_repr,
+)
+from dejavu.records import RecordError, RecordSet
 
 log = logging.getLogger(__name__)
 
@@ -129,73 +138,36 @@ def _cached(cache_dir: Path | None, key_parts: tuple, ids: list[str],
     return result
 
 
-class _RecordImages(Dataset):
-    """Transformed images (or crops) of records, yielded as (position, CHW tensor)."""
+def _pixel_batches(transform: Callable, records: RecordSet, boxes: Mapping[str, tuple[int, int, int, int]], *,
+                   cache_dir: Path | None, batch_size: int, num_workers: int, progress: bool
+                   ) -> Iterator[tuple[list[int], torch.Tensor]]:
+    """Yields (positions, NCHW batch) of the transformed images (or crops) of `records`, in order.
 
-    def __init__(self, records: Sequence[Record], boxes: Mapping[str, tuple[int, int, int, int]],
-                 transform: Callable, *, in_workers: bool):
-        self.records = records
-        self.boxes = boxes
-        self.transform = transform
-        # a worker's exception reaches the caller wrapped in a worker traceback, so workers hand back None
-        # and the main process re-reads that record to raise its RecordError as itself
-        self.in_workers = in_workers
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None]:
-        try:
-            return i, self.load(i)
-        except RecordError:
-            if self.in_workers:
-                return i, None
-            raise
-
-    def load(self, i: int) -> torch.Tensor:
-        """Returns the transformed image or crop of record `i`; any failure raises RecordError naming it."""
-        record = self.records[i]
-        image = record.load_image()
-        box = self.boxes.get(record.id)
-        if box is not None:
-            x0, y0, x1, y1 = box
-            if not (0 <= x0 < x1 <= image.width and 0 <= y0 < y1 <= image.height):
-                raise RecordError(f"crop {box} is empty or outside the {image.width}x{image.height} image",
-                                  record_id=record.id, file=record.image)
-            image = image.crop(box)
-        try:
-            pixels = self.transform(image)
-        except Exception as err:
-            raise RecordError(f"the encoder's image transform failed ({type(err).__name__}: {err})",
-                              record_id=record.id, file=record.image) from None
-        if not isinstance(pixels, torch.Tensor) or pixels.ndim != 3:
-            raise RecordError(f"the image transform must return a CHW tensor, got {type(pixels).__name__}",
-                              record_id=record.id, file=record.image)
-        return pixels
-
-    def collate(self, batch: list[tuple[int, torch.Tensor | None]]) -> tuple[list[int], torch.Tensor | list]:
-        """Returns (positions, NCHW batch), or (positions, items) when `raise_for_batch` must explain a failure."""
-        positions = [i for i, _ in batch]
-        items = [pixels for _, pixels in batch]
-        if any(p is None for p in items) or len({p.shape for p in items}) > 1:
-            return positions, items
-        return positions, torch.stack(items)
-
-    def raise_for_batch(self, positions: list[int], items: list[torch.Tensor | None]) -> None:
-        """Raises the RecordError of the first unreadable record, or of the first image of a different size."""
-        for i, pixels in zip(positions, items, strict=True):
-            if pixels is None:
-                self.load(i)
-                record = self.records[i]
-                raise RecordError("could not be loaded in a DataLoader worker", record_id=record.id,
-                                  file=record.image)
-        first = self.records[positions[0]]
-        for i, pixels in zip(positions, items, strict=True):
-            if pixels.shape != items[0].shape:
-                record = self.records[i]
-                raise RecordError(f"transformed to {tuple(pixels.shape)}, unlike {tuple(items[0].shape)} for "
-                                  f"record {first.id!r}; the eval transform must fix the size",
-                                  record_id=record.id, file=record.image)
+    An eval transform that splits at ToTensor has its PIL stage run once into a uint8 pixel array
+    (`dejavu.pixels`), cached beside the embeddings and shared by every model with that stage; its
+    tensor stage then runs per batch. Any other transform, or an array too large to hold, streams
+    each image through the whole transform in a DataLoader.
+    """
+    stages = split_at_to_tensor(transform)
+    if stages is not None and pixel_bytes(records) <= MAX_PIXEL_BYTES:
+        pil_stage, tensor_stage = stages
+        pixels = decoded_pixels(records, stage=pil_stage, boxes=boxes,
+                                cache_dir=Path(cache_dir) / "pixels" if cache_dir is not None else None,
+                                num_workers=num_workers, progress=progress)
+        for start in tqdm(range(0, len(records), batch_size), desc=f"embedding {records.name}",
+                          disable=not progress):
+            stop = min(start + batch_size, len(records))
+            yield list(range(start, stop)), tensor_stage(torch.from_numpy(np.array(pixels[start:stop])))
+        return
+    dataset = RecordImages(list(records), boxes, transform, in_workers=num_workers > 0)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                        collate_fn=dataset.collate)
+    expected = None  # the size of the earlier batches' images
+    for positions, pixels in tqdm(loader, desc=f"embedding {records.name}", disable=not progress):
+        if isinstance(pixels, list) or (expected is not None and tuple(pixels.shape[1:]) != expected):
+            dataset.raise_for_batch(positions, list(pixels), expected)
+        expected = tuple(pixels.shape[1:])
+        yield positions, pixels
 
 
 def _non_finite_error(rid: str, file: object | None, what: str) -> ValueError:
@@ -221,20 +193,17 @@ def embed_records(encoder: Encoder, records: RecordSet, *, crops: Mapping[str, o
     boxes = {rid: crop_box(c) for rid, c in (crops or {}).items() if rid in records}
     ids = records.ids
     key_parts = ("images", encoder.fingerprint, records.fingerprint(), sorted(boxes.items()),
-                 encoder.layer, repr(encoder.image_transform))
+                 encoder.layer, stable_repr(encoder.image_transform))
 
     def compute() -> Embeddings:
-        dataset = _RecordImages(list(records), boxes, encoder.image_transform, in_workers=num_workers > 0)
-        loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                            collate_fn=dataset.collate)
         chunks = []
-        for positions, pixels in tqdm(loader, desc=f"embedding {records.name}", disable=not progress):
-            if isinstance(pixels, list):
-                dataset.raise_for_batch(positions, pixels)
+        batches = _pixel_batches(encoder.image_transform, records, boxes, cache_dir=cache_dir,
+                                 batch_size=batch_size, num_workers=num_workers, progress=progress)
+        for positions, pixels in batches:
             try:
                 out = encoder.embed_images(pixels)
             except NonFiniteEmbeddingError as err:
-                record = dataset.records[positions[err.rows[0]]]
+                record = records[positions[err.rows[0]]]
                 raise _non_finite_error(record.id, record.image, "image") from None
             chunks.append(out.detach().float().cpu())
         vectors = torch.cat(chunks) if chunks else torch.empty(0, 0)

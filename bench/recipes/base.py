@@ -19,7 +19,9 @@ from torch.utils.data import Dataset
 from torchvision import transforms as T
 
 from bench.recipes.config import TrainConfig
+from bench.recipes.views import BatchedView, batched_views
 from dejavu.encoders import Encoder
+from dejavu.pixels import decoded_pixels
 from dejavu.records import RecordSet
 from mitigations.base import CaptionTransform
 
@@ -62,6 +64,7 @@ class RecipeModule(L.LightningModule):
         self.save_hyperparameters()
         self.cfg = TrainConfig.from_dict(cfg)
         self.crop_scale = (float(crop_scale[0]), float(crop_scale[1]))
+        self.views: list[BatchedView] | None = None  # set when training on decoded batches
 
     @classmethod
     def create(cls, cfg: TrainConfig, records: RecordSet, crop_scale: Sequence[float]) -> RecipeModule:
@@ -82,14 +85,38 @@ class RecipeModule(L.LightningModule):
         """Returns the evaluation transform every measurement uses for this model."""
         return eval_transform(self.cfg.image_size)
 
+    def training_classes(self) -> list[str] | None:
+        """Returns the class names a supervised recipe predicts; None for self-supervised ones."""
+        return None
+
     def training_set(self, records: RecordSet, indices: Sequence[int], seed: int,
                      caption_transforms: Sequence[CaptionTransform] = ()) -> Dataset:
-        """Returns the dataset one training epoch draws from."""
-        from bench.recipes.data import ImageTrainingSet
+        """Returns the dataset one training epoch draws from.
+
+        When `train.batched_views` is on and every record has one size, the records are decoded once
+        and the views are made per batch (`on_after_batch_transfer`); otherwise each image goes
+        through the per-image transform in the loader.
+        """
+        from bench.recipes.data import ImageTrainingSet, PixelTrainingSet
 
         if caption_transforms:
             raise ValueError(f"recipe {self.name!r} trains on images only; caption transforms do not apply")
-        return ImageTrainingSet(records, indices, self.train_transform())
+        classes = self.training_classes()
+        plain = ImageTrainingSet(records, indices, self.train_transform(), classes=classes)
+        if not (self.cfg.batched_views and len({(r.width, r.height) for r in records}) == 1):
+            return plain
+        self.views = batched_views(self.train_transform())
+        targets = [plain.class_index[r.label] if classes is not None else -1 for r in records]
+        return PixelTrainingSet(decoded_pixels(records, num_workers=self.cfg.num_workers, progress=False),
+                                indices, targets)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Makes the training views of a decoded uint8 batch, on the batch's device."""
+        pixels, target = batch
+        if self.views is None or not isinstance(pixels, torch.Tensor) or pixels.dtype != torch.uint8:
+            return batch
+        views = [view(pixels) for view in self.views]
+        return (views if len(views) > 1 else views[0]), target
 
     def encoder(self, layer: str | int = "projector") -> Encoder:
         """Returns a frozen Encoder of this model at `layer` (a name, or k levels below the projector)."""

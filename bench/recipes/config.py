@@ -35,6 +35,7 @@ class TrainConfig:
     byol_momentum: tuple[float, float] = (0.99, 1.0)  # cosine schedule of the target network's EMA
     clip_model: str = "tiny"  # "tiny" (a CPU-sized custom config) or an open_clip architecture name
     num_workers: int = 0
+    batched_views: bool = True  # views made per batch from decoded images (bench.recipes.views) when sizes agree
     precision: str = "32-true"
     accelerator: str = "auto"
     devices: int | str = "auto"

@@ -112,6 +112,37 @@ class ImageTrainingSet(Dataset):
         return self.transform(record.load_image()), target
 
 
+class PixelTrainingSet(Dataset):
+    """Maps keys to a whole batch at once: (uint8 NCHW images, class indices or -1), gathered in one index.
+
+    The images come decoded (`dejavu.pixels.decoded_pixels`); the recipe makes its views from the
+    batch on its device (`RecipeModule.on_after_batch_transfer`), so no per-image work is left here.
+    """
+
+    def __init__(self, pixels: np.ndarray, indices: Sequence[int], targets: Sequence[int]):
+        if len(pixels) != len(targets):
+            raise ValueError(f"{len(pixels)} decoded images but {len(targets)} targets")
+        self.pixels = torch.from_numpy(np.ascontiguousarray(pixels))
+        self.indices = torch.as_tensor(list(indices), dtype=torch.long)
+        self.targets = torch.as_tensor(list(targets), dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, key: ItemKey) -> tuple[torch.Tensor, torch.Tensor]:
+        row = self.indices[key[1]]
+        return self.pixels[row], self.targets[row]
+
+    def __getitems__(self, keys: Sequence[ItemKey]) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = self.indices[torch.as_tensor([position for _, position in keys], dtype=torch.long)]
+        return self.pixels[rows], self.targets[rows]
+
+    @staticmethod
+    def collate(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns the batch `__getitems__` already gathered."""
+        return batch
+
+
 class CaptionedImageSet(Dataset):
     """Maps a key to (transformed image, caption tokens); captions are re-randomized every step."""
 
@@ -158,4 +189,5 @@ class TrainingData(L.LightningDataModule):
         return DataLoader(self.dataset, batch_size=self.batch_size,
                           sampler=EpochSampler(len(self.dataset), self.seed, rank=rank, world_size=world_size),
                           num_workers=self.num_workers, drop_last=True,
+                          collate_fn=getattr(self.dataset, "collate", None),
                           persistent_workers=self.num_workers > 0)

@@ -15,7 +15,6 @@ import torch
 from lightly.models.modules.heads import ProjectionHead
 from lightly.transforms.utils import IMAGENET_NORMALIZE
 from torch import nn
-from torch.utils.data import Dataset
 from torchvision import transforms as T
 
 from bench.recipes.backbones import build_backbone
@@ -65,12 +64,8 @@ class Supervised(RecipeModule):
                           T.RandomHorizontalFlip(), T.ToTensor(),
                           T.Normalize(mean=IMAGENET_NORMALIZE["mean"], std=IMAGENET_NORMALIZE["std"])])
 
-    def training_set(self, records, indices, seed, caption_transforms=()) -> Dataset:
-        from bench.recipes.data import ImageTrainingSet
-
-        if caption_transforms:
-            raise ValueError("the supervised recipe trains on images only; caption transforms do not apply")
-        return ImageTrainingSet(records, indices, self.train_transform(), classes=self.classes)
+    def training_classes(self) -> list[str]:
+        return self.classes
 
     def embedding_layers(self) -> list[str]:
         # the last ReLU is the projector output itself, so it is not listed twice

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,6 +34,10 @@ from bench.recipes.data import TrainingData, expand_by_repeat, expanded_length, 
 from dejavu.encoders import Encoder
 from dejavu.records import RecordSet
 from mitigations.base import TrainingPlan
+
+# The recipe, not the data module, makes the views of a decoded batch (RecipeModule.on_after_batch_transfer);
+# Lightning warns that the module's hook wins over the data module's, which is the intent.
+warnings.filterwarnings("ignore", message="You have overridden `on_after_batch_transfer`")
 
 LAST = "last.ckpt"
 DONE = "done.json"
