@@ -39,6 +39,10 @@ class DataSection:
     seed: int = 0  # generation and split seed, fixed across runs so every model sees the same data
     per_class: int | None = None  # cap on A (and B) records per class; None: half the boxed records
     params: dict[str, Any] = field(default_factory=dict)  # ScenesConfig field overrides
+    # Plant this many canaries in A (dejavu.splits.plant_canaries), each seen `canary_repeat` times per epoch,
+    # in place of the dataset's own; None keeps the dataset's. One build then serves every recipe's design.
+    canaries: int | None = None
+    canary_repeat: int = 20
 
 
 @dataclass(frozen=True)
@@ -79,7 +83,7 @@ class MeasureSection:
 
 @dataclass(frozen=True)
 class Preset:
-    """A whole run's configuration; `train_by_recipe` and `measure_by_recipe` override a section for one recipe.
+    """A whole run's configuration; `<section>_by_recipe` overrides a section for one recipe.
 
     A benchmark is designed per recipe family: SSL models need many more epochs than CLIP to memorize
     a canary, and their image test its own k, while the data stays one build for every recipe.
@@ -92,6 +96,12 @@ class Preset:
     train_by_recipe: dict[str, dict[str, Any]] = field(default_factory=dict)
     measure: MeasureSection = field(default_factory=MeasureSection)
     measure_by_recipe: dict[str, dict[str, Any]] = field(default_factory=dict)
+    data_by_recipe: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def data_section(self, recipe: str) -> DataSection:
+        """Returns the data of `recipe`: `data` with the recipe's own overrides (e.g. its canaries) applied."""
+        get_recipe(recipe)
+        return replace(self.data, **self.data_by_recipe.get(recipe, {}))
 
     def train_config(self, recipe: str) -> TrainConfig:
         """Returns the training config of `recipe`: `train` with the recipe's own overrides applied."""
@@ -114,7 +124,8 @@ class Preset:
 
 _SECTIONS: dict[str, type] = {"data": DataSection, "train": TrainConfig, "measure": MeasureSection}
 #: the per-recipe override blocks and the section each one overrides
-_BY_RECIPE: dict[str, type] = {"train_by_recipe": TrainConfig, "measure_by_recipe": MeasureSection}
+_BY_RECIPE: dict[str, type] = {"data_by_recipe": DataSection, "train_by_recipe": TrainConfig,
+                                "measure_by_recipe": MeasureSection}
 _TOP_LEVEL = ("description", *_SECTIONS, *_BY_RECIPE)
 
 
@@ -258,7 +269,7 @@ def apply_override(preset: Preset, override: str) -> Preset:
         merged = {**current, parts[1]: {**current.get(parts[1], {}), parts[2]: value}}
         return replace(preset, **{section: _check_recipe_overrides(merged, section)})
     if section not in _SECTIONS or len(parts) not in (2, 3):
-        raise PresetError(f"override {override!r}: expected <train|measure>_by_recipe.<recipe>.<field>=... "
+        raise PresetError(f"override {override!r}: expected <data|train|measure>_by_recipe.<recipe>.<field>=... "
                           f"or <section>.<field>=... with section one of {', '.join(_SECTIONS)}")
     current = getattr(preset, section)
     cls, name = _SECTIONS[section], parts[1]

@@ -16,14 +16,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.presets import Preset, load_preset
+from bench.presets import DataSection, Preset, load_preset
 from bench.recipes import get_recipe
 from bench.recipes.train import TrainedModel, expanded_length, train_model
 from bench.store import ResultsStore
 from dejavu.data import check_spec, load_dataset
 from dejavu.measure import MeasureConfig, Models, measure
 from dejavu.records import RecordSet
-from dejavu.splits import assign_splits, training_records
+from dejavu.splits import assign_splits, plant_canaries, training_records
 from mitigations.base import TrainingPlan
 from mitigations.registry import apply_mitigations, describe, parse_mitigations
 
@@ -82,16 +82,21 @@ def prepare(spec: RunSpec) -> PreparedRun:
 def load_records(prepared: PreparedRun) -> RecordSet:
     """Returns the run's records with A/B/public/eval splits assigned and checked."""
     spec, preset = prepared.spec, prepared.preset
-    return load_preset_dataset(spec.data, preset, spec.cache / "data")  # assign_splits logs the summary
+    # assign_splits logs the summary
+    return load_preset_dataset(spec.data, preset.data_section(spec.recipe), spec.cache / "data")
 
 
-def load_preset_dataset(data: str, preset: Preset, root: Path) -> RecordSet:
-    """Returns the records of a data spec with splits assigned; bare `scenes` is the preset's scenes size."""
+def load_preset_dataset(data: str, section: DataSection, root: Path) -> RecordSet:
+    """Returns the records of a data spec with splits assigned (and canaries planted, where the section says)."""
     if data == "scenes":
-        data = f"scenes:{preset.data.scenes}"
-    records = load_dataset(data, root=root, seed=preset.data.seed, scenes_overrides=preset.data.params)
-    per_class = preset.data.per_class if preset.data.per_class is not None else 10**9
-    return assign_splits(records, per_class=per_class, seed=preset.data.seed)
+        data = f"scenes:{section.scenes}"
+    records = load_dataset(data, root=root, seed=section.seed, scenes_overrides=section.params)
+    per_class = section.per_class if section.per_class is not None else 10**9
+    records = assign_splits(records, per_class=per_class, seed=section.seed)
+    if section.canaries is not None:
+        records = plant_canaries(records, section.canaries, section.canary_repeat, section.seed)
+        log.info("planted %d canaries in A, each seen %dx per epoch", section.canaries, section.canary_repeat)
+    return records
 
 
 def model_dir(prepared: PreparedRun, records: RecordSet, role: str) -> Path:

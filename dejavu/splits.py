@@ -143,6 +143,28 @@ def check_canaries(records: Iterable[Record]) -> None:
                           record_id=r.id, file=r.source)
 
 
+def plant_canaries(records: RecordSet, n: int, repeat: int, seed: int) -> RecordSet:
+    """Returns `records` with exactly `n` canaries, seen `repeat` times per epoch; every other record once.
+
+    The canaries are the first `n` of A's box-annotated records in a seeded order of their ids, so one
+    built dataset serves designs with different canary counts. The images are untouched.
+
+        >>> from dejavu.records import Box, Record
+        >>> rs = RecordSet([Record(f"r{i}", "x.png", 8, 8, "cat", (Box(0, 0, 4, 4, "cat"),), split="A")
+        ...                 for i in range(5)])
+        >>> sum(r.is_canary for r in plant_canaries(rs, 2, repeat=30, seed=0))
+        2
+    """
+    if n < 0 or repeat < 1:
+        raise ValueError(f"canaries need n >= 0 and repeat >= 1, got n={n}, repeat={repeat}")
+    candidates = sorted((r for r in records if r.split == "A" and r.boxes),
+                        key=lambda r: split_rank(seed, "canary", r.id))
+    if n > len(candidates):
+        raise ValueError(f"{n} canaries asked for, but split A has only {len(candidates)} box-annotated records")
+    chosen = {r.id for r in candidates[:n]}
+    return RecordSet((replace(r, repeat=repeat if r.id in chosen else 1) for r in records), name=records.name)
+
+
 def training_records(records: RecordSet, split: str) -> RecordSet:
     """Returns the records that train the model of `split` ("A" or "B"): the split plus shared padding."""
     if split not in ("A", "B"):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -52,6 +54,43 @@ def test_overrides_are_read_as_the_field_type():
     assert p.data.params == {"n_classes": 6} and p.data.per_class == 7
     assert p.train_config("clip").epochs == 2 and p.train_config("vicreg").epochs == 5
     assert p.plan("clip").max_epochs == 2
+
+
+def test_measure_by_recipe_overrides_one_recipes_measurement_only():
+    p = load_preset("smoke", ["measure_by_recipe.simclr.k=7", "measure.vlm_k=3"])
+    assert p.measure_section("simclr").k == 7 and p.measure_section("simclr").vlm_k == 3
+    assert p.measure_section("clip").k == p.measure.k == 10
+    with pytest.raises(PresetError, match="unknown field measure_by_recipe.simclr.kk"):
+        load_preset("smoke", ["measure_by_recipe.simclr.kk=7"])
+    with pytest.raises(PresetError, match="unknown recipe 'dino'"):
+        load_preset("smoke", ["measure_by_recipe.dino.k=7"])
+
+
+def test_data_by_recipe_plants_one_recipes_canaries_on_the_same_build():
+    from bench.run import load_preset_dataset
+
+    p = load_preset("smoke", ["data_by_recipe.simclr.canaries=3", "data_by_recipe.simclr.canary_repeat=7"])
+    assert p.data_section("simclr").canaries == 3 and p.data_section("clip") == p.data
+    with pytest.raises(PresetError, match="unknown field data_by_recipe.simclr.canary"):
+        load_preset("smoke", ["data_by_recipe.simclr.canary=3"])
+    with tempfile.TemporaryDirectory() as root:
+        own = load_preset_dataset("scenes", p.data_section("clip"), Path(root))
+        planted = load_preset_dataset("scenes", p.data_section("simclr"), Path(root))
+    assert sorted(r.repeat for r in planted if r.is_canary) == [7, 7, 7]
+    assert [r.id for r in own] == [r.id for r in planted] and own.fingerprint() != planted.fingerprint()
+
+
+def test_view_kwargs_reach_lightlys_view_transform():
+    from bench.recipes import build_recipe
+    from bench.recipes.views import GaussianBlur, batched_views
+
+    p = load_preset("smoke", ['train.view_kwargs={"cj_strength": 0.5, "gaussian_blur": 0.0}'])
+    module = build_recipe("simclr", p.train_config("simclr"), [], (0.2, 1.0))
+    jitter = module.train_transform().transforms[0].transform.transforms[4].transforms[0]
+    assert jitter.brightness == pytest.approx((0.6, 1.4))  # lightly's 0.8 at half strength
+    assert not any(isinstance(op, GaussianBlur) for view in batched_views(module.train_transform())
+                   for op in view.ops)
+    assert TrainConfig.from_dict(p.train.as_dict()) == p.train
 
 
 @pytest.mark.parametrize("override, message", [

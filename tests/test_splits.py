@@ -11,7 +11,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dejavu.records import Box, Record, RecordError, RecordSet
-from dejavu.splits import SHARED, assign_splits, split_rank, summarize_splits, training_records
+from dejavu.splits import (
+    SHARED,
+    assign_splits,
+    plant_canaries,
+    split_rank,
+    summarize_splits,
+    training_records,
+)
 
 BOX = (Box(1, 1, 5, 5, "fg"),)
 
@@ -169,3 +176,30 @@ def test_a_and_b_hold_m_box_records_per_class(records, per_class):
         assert all(r.boxes for r in group if r.split in ("A", "B"))
     assert len(out) == len(records) and set(out.ids) == {r.id for r in records}
     assert isinstance(out, RecordSet)
+
+
+def test_plant_canaries_sets_exactly_n_canaries_in_a_and_resets_the_rest():
+    records = assign_splits([rec(f"r{i}", label=c, repeat=5 if i < 4 else 1)
+                             for i in range(40) for c in ("cat",)] +
+                            [rec(f"d{i}", label="dog") for i in range(40)], per_class=10, seed=0)
+    planted = plant_canaries(records, 7, repeat=30, seed=2)
+    canaries = [r for r in planted if r.is_canary]
+    assert len(canaries) == 7 and {r.split for r in canaries} == {"A"} and {r.repeat for r in canaries} == {30}
+    assert all(r.repeat == 1 for r in planted if not r.is_canary)  # the dataset's own canaries are replaced
+    # the first 7 of A's box records in the seeded order of their ids, whatever the input order
+    a_ids = sorted((r.id for r in records if r.split == "A"), key=lambda i: split_rank(2, "canary", i))
+    assert {r.id for r in canaries} == set(a_ids[:7])
+    shuffled = plant_canaries(RecordSet(list(records)[::-1]), 7, repeat=30, seed=2)
+    assert {r.id for r in shuffled if r.is_canary} == {r.id for r in canaries}
+    # nothing but `repeat` changes
+    before = {r.id: replace(r, repeat=1) for r in records}
+    assert all(replace(r, repeat=1) == before[r.id] for r in planted)
+
+
+def test_plant_canaries_rejects_impossible_requests():
+    records = assign_splits([rec(f"r{i}") for i in range(10)], per_class=3, seed=0)
+    with pytest.raises(ValueError, match="4 canaries asked for, but split A has only 3"):
+        plant_canaries(records, 4, repeat=20, seed=0)
+    with pytest.raises(ValueError, match="repeat >= 1"):
+        plant_canaries(records, 1, repeat=0, seed=0)
+    assert not any(r.is_canary for r in plant_canaries(records, 0, repeat=20, seed=0))

@@ -65,7 +65,7 @@ def main(args: argparse.Namespace) -> int:
     # Models before data: a mistyped model spec or checkpoint path fails before a dataset is built.
     target, target_vlm = load_model(args.target, args.layer)
     reference, reference_vlm = load_model(args.reference, args.layer) if args.reference else (None, None)
-    records = load_preset_dataset(args.data, preset, args.cache / "data")
+    records = load_preset_dataset(args.data, preset.data, args.cache / "data")
     models = Models(target, reference, target_vlm, reference_vlm)
     run_id = hashlib.sha256(f"{args.target}|{args.reference}|{args.layer}|{args.data}|{args.preset}|"
                             f"{sorted(args.overrides)}".encode()).hexdigest()[:12]

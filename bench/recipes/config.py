@@ -29,6 +29,9 @@ class TrainConfig:
     crop_scale: tuple[float, float] = (0.2, 1.0)  # RandomResizedCrop bounds of image recipes, before mitigations
     clip_crop_scale: tuple[float, float] = (0.9, 1.0)  # the same for CLIP (open_clip's default)
     projector: dict[str, tuple[int, ...]] = field(default_factory=lambda: dict(PUBLISHED_PROJECTORS))
+    # keyword arguments of the recipe's lightly view transform, e.g. {"cj_strength": 0.5, "gaussian_blur": 0.0},
+    # the settings lightly's own benchmarks use for 32 px images (CIFAR-10); empty: lightly's ImageNet defaults
+    view_kwargs: dict[str, float] = field(default_factory=dict)
     temperature: float = 0.1  # SimCLR's NT-Xent temperature
     vicreg_invariance: float = 25.0  # VICReg's lambda (the invariance weight the original sweeps)
     barlow_lambda: float = 5e-3
@@ -56,6 +59,7 @@ class TrainConfig:
         out["clip_crop_scale"] = list(self.clip_crop_scale)
         out["byol_momentum"] = list(self.byol_momentum)
         out["projector"] = {k: list(v) for k, v in self.projector.items()}
+        out["view_kwargs"] = dict(self.view_kwargs)
         return out
 
     @classmethod

@@ -103,7 +103,7 @@ class VICReg(SSLModule):
         return VICRegLoss(lambda_param=self.cfg.vicreg_invariance)
 
     def train_transform(self) -> Callable:
-        views = VICRegTransform(input_size=self.cfg.image_size, min_scale=self.crop_scale[0])
+        views = VICRegTransform(input_size=self.cfg.image_size, min_scale=self.crop_scale[0], **self.cfg.view_kwargs)
         return with_crop_scale(views, self.crop_scale)
 
 
@@ -120,7 +120,7 @@ class SimCLR(SSLModule):
         return NTXentLoss(temperature=self.cfg.temperature)
 
     def train_transform(self) -> Callable:
-        views = SimCLRTransform(input_size=self.cfg.image_size, min_scale=self.crop_scale[0])
+        views = SimCLRTransform(input_size=self.cfg.image_size, min_scale=self.crop_scale[0], **self.cfg.view_kwargs)
         return with_crop_scale(views, self.crop_scale)
 
 
@@ -138,12 +138,12 @@ class BarlowTwins(SSLModule):
 
     def train_transform(self) -> Callable:
         # lightly's Barlow Twins example uses the BYOL views, as the paper does
-        return _byol_views(self.cfg.image_size, self.crop_scale)
+        return _byol_views(self.cfg.image_size, self.crop_scale, self.cfg.view_kwargs)
 
 
-def _byol_views(image_size: int, crop_scale: tuple[float, float]) -> MultiViewTransform:
-    views = BYOLTransform(BYOLView1Transform(input_size=image_size, min_scale=crop_scale[0]),
-                          BYOLView2Transform(input_size=image_size, min_scale=crop_scale[0]))
+def _byol_views(image_size: int, crop_scale: tuple[float, float], view_kwargs: dict) -> MultiViewTransform:
+    views = BYOLTransform(BYOLView1Transform(input_size=image_size, min_scale=crop_scale[0], **view_kwargs),
+                          BYOLView2Transform(input_size=image_size, min_scale=crop_scale[0], **view_kwargs))
     return with_crop_scale(views, crop_scale)
 
 
@@ -169,7 +169,7 @@ class BYOL(SSLModule):
         return NegativeCosineSimilarity()
 
     def train_transform(self) -> Callable:
-        return _byol_views(self.cfg.image_size, self.crop_scale)
+        return _byol_views(self.cfg.image_size, self.crop_scale, self.cfg.view_kwargs)
 
     def _target(self, x: torch.Tensor) -> torch.Tensor:
         return self.target_projector(self.target_backbone(x)).detach()
