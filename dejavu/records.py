@@ -110,6 +110,7 @@ class RecordSet(Sequence[Record]):
     def __init__(self, records: Iterable[Record], *, name: str = "records"):
         self._records = list(records)
         self.name = name
+        self._fingerprint: str | None = None  # records are frozen, so the hash is computed once
         self._index: dict[str, int] = {}
         for i, r in enumerate(self._records):
             if r.id in self._index:
@@ -147,9 +148,15 @@ class RecordSet(Sequence[Record]):
         return RecordSet(keep, name=self.name)
 
     def fingerprint(self) -> str:
-        """Returns a short hash of the records' content (ids, files, annotations), for caches."""
-        h = hashlib.sha256()
-        for r in self._records:
-            h.update(json.dumps(r.to_json(), sort_keys=True, default=str).encode())
-            h.update(b"\n")
-        return h.hexdigest()[:16]
+        """Returns a short hash of the records' content (ids, files, annotations), for caches.
+
+        It is computed once per RecordSet: every embedding and pixel cache asks for it, and on 5000
+        records it cost as much as embedding them with a small CNN.
+        """
+        if self._fingerprint is None:
+            h = hashlib.sha256()
+            for r in self._records:
+                h.update(json.dumps(r.to_json(), sort_keys=True, default=str).encode())
+                h.update(b"\n")
+            self._fingerprint = h.hexdigest()[:16]
+        return self._fingerprint
