@@ -203,3 +203,12 @@ def test_plant_canaries_rejects_impossible_requests():
     with pytest.raises(ValueError, match="repeat >= 1"):
         plant_canaries(records, 1, repeat=0, seed=0)
     assert not any(r.is_canary for r in plant_canaries(records, 0, repeat=20, seed=0))
+
+
+def test_fingerprint_depends_on_content_not_on_the_set_object():
+    records = [rec(f"r{i}") for i in range(6)]
+    rs = RecordSet(records)
+    first = rs.fingerprint()
+    assert rs.fingerprint() == first == RecordSet(list(records)).fingerprint()  # computed once, same value
+    assert rs[:5].fingerprint() != first  # a slice is another set with its own content
+    assert RecordSet([replace(r, repeat=3) if r.id == "r0" else r for r in records]).fingerprint() != first
