@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import tempfile
-from pathlib import Path
 
 import pytest
 
@@ -66,16 +64,15 @@ def test_measure_by_recipe_overrides_one_recipes_measurement_only():
         load_preset("smoke", ["measure_by_recipe.dino.k=7"])
 
 
-def test_data_by_recipe_plants_one_recipes_canaries_on_the_same_build():
+def test_data_by_recipe_plants_one_recipes_canaries_on_the_same_build(tmp_path):
     from bench.run import load_preset_dataset
 
     p = load_preset("smoke", ["data_by_recipe.simclr.canaries=3", "data_by_recipe.simclr.canary_repeat=7"])
     assert p.data_section("simclr").canaries == 3 and p.data_section("clip") == p.data
     with pytest.raises(PresetError, match="unknown field data_by_recipe.simclr.canary"):
         load_preset("smoke", ["data_by_recipe.simclr.canary=3"])
-    with tempfile.TemporaryDirectory() as root:
-        own = load_preset_dataset("scenes", p.data_section("clip"), Path(root))
-        planted = load_preset_dataset("scenes", p.data_section("simclr"), Path(root))
+    own = load_preset_dataset("scenes", p.data_section("clip"), tmp_path)
+    planted = load_preset_dataset("scenes", p.data_section("simclr"), tmp_path)
     assert sorted(r.repeat for r in planted if r.is_canary) == [7, 7, 7]
     assert [r.id for r in own] == [r.id for r in planted] and own.fingerprint() != planted.fingerprint()
 

@@ -179,8 +179,7 @@ def test_a_and_b_hold_m_box_records_per_class(records, per_class):
 
 
 def test_plant_canaries_sets_exactly_n_canaries_in_a_and_resets_the_rest():
-    records = assign_splits([rec(f"r{i}", label=c, repeat=5 if i < 4 else 1)
-                             for i in range(40) for c in ("cat",)] +
+    records = assign_splits([rec(f"r{i}", label="cat", repeat=5 if i < 4 else 1) for i in range(40)] +
                             [rec(f"d{i}", label="dog") for i in range(40)], per_class=10, seed=0)
     planted = plant_canaries(records, 7, repeat=30, seed=2)
     canaries = [r for r in planted if r.is_canary]
