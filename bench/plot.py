@@ -5,14 +5,15 @@ Memorization defaults to the canary déjà vu gap at 20% (`dv_gap@20` of test
 the zero-shot top-1 where a recipe has it (CLIP), else the linear-probe top-1 (test
 `utility`, subset `all`). Several seeds of one (recipe, mitigation, strength) become one
 point: the mean value, with the envelope of the seeds' 95% intervals as its error bar.
-Missing metrics skip a panel with a logged reason instead of failing.
+A one-model test is drawn with its null-corrected gap (`corrected_<metric>`), the one comparable
+with a two-model gap. Missing metrics skip a panel with a logged reason instead of failing.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure  # the object API needs no pyplot state and no GUI backend
 
+from dejavu.results import ONE_MODEL_TESTS
 from mitigations.registry import BASELINE
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,23 @@ class MetricChoice:
     test: str = "image-two-model"
     metric: str = "dv_gap@20"
     subsets: tuple[str, ...] = ("canary", "all")
+
+
+def comparable_choice(table: pd.DataFrame, choice: MetricChoice) -> MetricChoice:
+    """Returns the memorization rows to draw: for a one-model test, its null-corrected gap if the table has it.
+
+    A one-model gap mixes memorization with the estimator being a different predictor from the
+    target; subtracting its null on the eval records leaves what is comparable with a two-model gap.
+    """
+    if choice.test not in ONE_MODEL_TESTS or choice.metric.startswith(("corrected_", "null_")):
+        return choice
+    corrected = f"corrected_{choice.metric}"
+    if ((table["test"] == choice.test) & (table["metric"] == corrected)).any():
+        log.info("%s is a one-model test: plotting %s, the gap minus its eval null", choice.test, corrected)
+        return replace(choice, metric=corrected)
+    log.warning("%s has no %s rows (measured before the one-model nulls?); plotting the raw %s, which is not "
+                "comparable with a two-model gap", choice.test, corrected, choice.metric)
+    return choice
 
 
 def pareto_front(utility: Sequence[float], memorization: Sequence[float]) -> np.ndarray:
@@ -144,10 +163,19 @@ def _save(fig: Figure, out_dir: Path, stem: str) -> list[Path]:
 
 def plot_tradeoff(points: pd.DataFrame, out_dir: Path) -> list[Path]:
     """Returns the written paths of the memorization-vs-utility figure, one panel per recipe."""
+    fig = tradeoff_figure(points)
+    return [] if fig is None else _save(fig, out_dir, "tradeoff")
+
+
+def tradeoff_figure(points: pd.DataFrame, highlight: pd.Series | None = None) -> Figure | None:
+    """Returns the memorization-vs-utility figure, one panel per recipe (None when no point has both).
+
+    `highlight`, a boolean mask over `points`, stars those points (a run's own on its report page).
+    """
     usable = points.dropna(subset=["mem", "util"])
     if usable.empty:
         log.warning("skipping the trade-off plot: no run has both memorization and utility rows")
-        return []
+        return None
     if len(usable) < len(points):
         log.warning("trade-off plot leaves out %d point(s) without utility", len(points) - len(usable))
     usable = usable.assign(family=usable["mitigation"].map(mitigation_family))
@@ -174,8 +202,13 @@ def plot_tradeoff(points: pd.DataFrame, out_dir: Path) -> list[Path]:
         ax.set(title=recipe, xlabel=f"utility: {pts['util_metric'].iloc[0]} (higher is better)",
                ylabel=f"memorization: {pts['mem_metric'].iloc[0]} [{pts['mem_subset'].iloc[0]}] "
                       "(lower is better)")
+        mask = pd.Series(False, index=pts.index) if highlight is None else highlight
+        mine = pts[mask.reindex(pts.index, fill_value=False).to_numpy(bool)]
+        if len(mine):
+            ax.scatter(mine["util"], mine["mem"], s=380, marker="*", color="crimson", edgecolors="black",
+                       linewidths=0.8, label="this run", zorder=4)
         ax.legend(fontsize=7, title=None)
-    return _save(fig, out_dir, "tradeoff")
+    return fig
 
 
 def plot_strength(points: pd.DataFrame, out_dir: Path) -> list[Path]:
@@ -206,6 +239,7 @@ def plot_results(table: pd.DataFrame, out_dir: str | Path, memorization: MetricC
     if not needed <= set(table.columns):
         log.warning("skipping all plots: the results table lacks columns %s", sorted(needed - set(table.columns)))
         return []
+    memorization = comparable_choice(table, memorization)
     points = tradeoff_points(table, memorization, utility_metrics)
     if points.empty:
         log.warning("skipping all plots: no %s/%s rows in subsets %s", memorization.test,

@@ -19,8 +19,13 @@ from typing import Any
 
 from bench.recipes import get_recipe, make_plan
 from bench.recipes.config import TrainConfig
+from bench.rules import at_least, check_fields, each, field_problem, fraction, int_within, rule
 from dejavu.crops import RULES
-from dejavu.data.scenes import ScenesConfig
+from dejavu.data.scenes import PRESETS as SCENES_PRESETS
+from dejavu.data.scenes import ScenesConfig, scenes_config
+from dejavu.data.validate import DEFAULT_MAX_PIXELS
+from dejavu.knn import INDEXES, approximate_index
+from dejavu.records import MAX_REPEAT
 from dejavu.results import TESTS
 from mitigations.base import TrainingPlan
 
@@ -35,40 +40,59 @@ class PresetError(ValueError):
 class DataSection:
     """Which data: a scenes preset (dejavu.data.scenes) with overrides of its fields, and the split."""
 
-    scenes: str = "default"
-    seed: int = 0  # generation and split seed, fixed across runs so every model sees the same data
-    per_class: int | None = None  # cap on A (and B) records per class; None: half the boxed records
+    scenes: str = field(default="default", metadata=rule(lambda v: v in SCENES_PRESETS,
+                                                          "one of " + ", ".join(SCENES_PRESETS)))
+    # generation and split seed, fixed across runs so every model sees the same data
+    seed: int = field(default=0, metadata=at_least(0))
+    # cap on A (and B) records per class; None: half the boxed records
+    per_class: int | None = field(default=None, metadata=at_least(1))
     params: dict[str, Any] = field(default_factory=dict)  # ScenesConfig field overrides
     # Plant this many canaries in A (dejavu.splits.plant_canaries), each seen `canary_repeat` times per epoch,
     # in place of the dataset's own; None keeps the dataset's. One build then serves every recipe's design.
-    canaries: int | None = None
-    canary_repeat: int = 20
+    canaries: int | None = field(default=None, metadata=at_least(0))
+    canary_repeat: int = field(default=20, metadata=int_within(1, MAX_REPEAT))
+    # the image pre-pass refuses larger images (dejavu.data.validate); PIL's own bound is the most
+    max_pixels: int = field(default=DEFAULT_MAX_PIXELS, metadata=int_within(1, DEFAULT_MAX_PIXELS))
+
+    def __post_init__(self):
+        check_fields(self)
 
 
 @dataclass(frozen=True)
 class MeasureSection:
     """The measurement knobs of SPEC sections 2-7, named as `dejavu.measure.MeasureConfig.from_dict` reads them."""
 
-    tests: tuple[str, ...] = TESTS
-    k: int = 100  # neighbours of the image test (the original's k)
+    tests: tuple[str, ...] = field(default=TESTS, metadata=rule(len, "a non-empty list of tests"))
+    k: int = field(default=100, metadata=at_least(1))  # neighbours of the image test (the original's k)
     knn_metric: str = "l2"  # "l2" (squared L2, the original) or "cosine"
-    top_p: tuple[float, ...] = (0.05, 0.2, 1.0)
-    vlm_k: int = 10  # neighbours of the vision-language test (the scripts' k)
+    # "exact" (the default, as published) or a faiss index, "ivf" or "hnsw", for public sets too large to
+    # search exactly; knn_index_params holds its settings (dejavu.knn.ApproximateIndex, e.g. {"nprobe": 64})
+    knn_index: str = field(default="exact", metadata=rule(lambda v: v in INDEXES, "one of " + ", ".join(INDEXES)))
+    knn_index_params: dict[str, Any] = field(default_factory=dict)
+    top_p: tuple[float, ...] = field(default=(0.05, 0.2, 1.0), metadata=each(fraction()))
+    vlm_k: int = field(default=10, metadata=at_least(1))  # neighbours of the vision-language test (the scripts' k)
     vlm_index: str = "t2i"  # public images ("t2i", the default) or public captions ("t2t")
     crop_rule: str = "slab"
-    threshold_fraction: float | None = None  # of min(W, H); None: 100 px at a 375 px short side
+    # of min(W, H); None: 100 px at a 375 px short side
+    threshold_fraction: float | None = field(default=None, metadata=fraction())
     n_bootstrap: int = 200
-    n_permutations: int = 1000  # random subsets of A in the canary-gap test
-    crop_epochs: int = 10  # the one-model crop classifier's training epochs
-    crop_image_size: int = 32
-    probe_epochs: int = 50  # linear-probe training epochs
+    # random subsets of A in the canary-gap test
+    n_permutations: int = field(default=1000, metadata=at_least(1))
+    crop_epochs: int = field(default=10, metadata=at_least(1))  # the one-model crop classifier's training epochs
+    crop_image_size: int = field(default=32, metadata=at_least(8))
+    probe_epochs: int = field(default=50, metadata=at_least(1))  # linear-probe training epochs
 
     def __post_init__(self):
+        check_fields(self)
         unknown = sorted(set(self.tests) - set(TESTS))
         if unknown:
             raise PresetError(f"measure.tests: unknown test {unknown[0]!r}; valid: {', '.join(TESTS)}")
         if self.knn_metric not in ("l2", "cosine"):
             raise PresetError(f"measure.knn_metric must be 'l2' or 'cosine', got {self.knn_metric!r}")
+        try:
+            approximate_index(self.knn_index, self.knn_index_params)
+        except (TypeError, ValueError) as err:
+            raise PresetError(f"measure.knn_index_params: {err}") from None
         if self.vlm_index not in ("t2i", "t2t"):
             raise PresetError(f"measure.vlm_index must be 't2i' or 't2t', got {self.vlm_index!r}")
         if self.crop_rule not in RULES:
@@ -209,24 +233,42 @@ def _hints(cls) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
+def _checked(cls, name: str, value: Any, where: str) -> Any:
+    """Returns `value` if it is allowed for field `name` of `cls`; raises PresetError naming `where`."""
+    problem = field_problem(cls, name, value)
+    if problem:
+        raise PresetError(f"{where} {problem}")
+    return value
+
+
+def _read_field(cls, name: str, value: Any, where: str) -> Any:
+    """Returns a JSON value read as field `name` of `cls`, its type and range checked."""
+    return _checked(cls, name, _convert(value, _hints(cls)[name], where), where)
+
+
 def _section_from(cls, data: Any, where: str, base=None):
     if not isinstance(data, dict):
         raise PresetError(f"{where} must be a JSON object, got {data!r}")
-    hints = _hints(cls)
     valid = [f.name for f in fields(cls)]
     unknown = sorted(set(data) - set(valid))
     if unknown:
         raise PresetError(f"unknown field {where}.{unknown[0]}; valid fields: {', '.join(valid)}")
-    values = {k: _convert(v, hints[k], f"{where}.{k}") for k, v in data.items()}
+    values = {k: _read_field(cls, k, v, f"{where}.{k}") for k, v in data.items()}
     return replace(base, **values) if base is not None else cls(**values)
 
 
-def _check_scenes_params(params: dict, where: str) -> dict:
+def _check_scenes_params(params: dict, where: str, scenes: str | None = None) -> dict:
     hints = _hints(ScenesConfig)
     unknown = sorted(set(params) - set(hints))
     if unknown:
         raise PresetError(f"unknown field {where}.{unknown[0]}; valid fields: {', '.join(hints)}")
-    return {k: _convert(v, hints[k], f"{where}.{k}") for k, v in params.items()}
+    params = {k: _convert(v, hints[k], f"{where}.{k}") for k, v in params.items()}
+    if scenes is not None:
+        try:  # ScenesConfig checks its ranges (and their combinations) itself
+            scenes_config(scenes, **params)
+        except ValueError as err:
+            raise PresetError(f"{where} (scenes preset {scenes!r}): {err}") from None
+    return params
 
 
 def _check_recipe_overrides(by_recipe: dict, where: str) -> dict:
@@ -240,7 +282,8 @@ def _check_recipe_overrides(by_recipe: dict, where: str) -> dict:
         unknown = sorted(set(overrides) - set(hints))
         if unknown:
             raise PresetError(f"unknown field {where}.{recipe}.{unknown[0]}; valid fields: {', '.join(hints)}")
-        out[recipe] = {k: _convert(v, hints[k], f"{where}.{recipe}.{k}") for k, v in overrides.items()}
+        cls = _BY_RECIPE[where]
+        out[recipe] = {k: _read_field(cls, k, v, f"{where}.{recipe}.{k}") for k, v in overrides.items()}
     return out
 
 
@@ -250,7 +293,9 @@ def preset_from_dict(name: str, data: dict) -> Preset:
     if unknown:
         raise PresetError(f"unknown section {unknown[0]!r} in preset {name!r}; valid: {', '.join(_TOP_LEVEL)}")
     sections = {key: _section_from(cls, data.get(key, {}), key) for key, cls in _SECTIONS.items()}
-    sections["data"] = replace(sections["data"], params=_check_scenes_params(sections["data"].params, "data.params"))
+    data_section = sections["data"]
+    sections["data"] = replace(data_section, params=_check_scenes_params(data_section.params, "data.params",
+                                                                         data_section.scenes))
     by_recipe = {key: _check_recipe_overrides(data.get(key, {}), key) for key in _BY_RECIPE}
     return Preset(name=name, description=_convert(data.get("description", ""), str, "description"),
                   **by_recipe, **sections)
@@ -286,9 +331,9 @@ def apply_override(preset: Preset, override: str) -> Preset:
         value = {**getattr(current, name), parts[2]: _parse(text, value_hint, path)}
     else:
         value = _parse(text, hint, path)
-    updated = replace(current, **{name: value})
+    updated = replace(current, **{name: _checked(cls, name, value, path)})
     if section == "data":
-        updated = replace(updated, params=_check_scenes_params(updated.params, "data.params"))
+        updated = replace(updated, params=_check_scenes_params(updated.params, "data.params", updated.scenes))
     return replace(preset, **{section: updated})
 
 
@@ -305,7 +350,13 @@ def load_preset(name: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         data = json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise PresetError(f"preset file {str(path)!r} is not valid JSON: {err}") from None
-    preset = preset_from_dict(path.stem, data)
+    try:
+        preset = preset_from_dict(path.stem, data)
+    except PresetError as err:
+        raise PresetError(f"{err} (in preset file {str(path)!r})") from None
     for override in overrides:
-        preset = apply_override(preset, override)
+        try:
+            preset = apply_override(preset, override)
+        except PresetError as err:
+            raise PresetError(f"{err} (in --set {override})") from None
     return preset

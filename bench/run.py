@@ -1,8 +1,10 @@
 """One bench run: train the target (A) and the reference (B), measure them, store the rows.
 
 Everything that can be wrong with a request (recipe, mitigation, strength, data path, preset
-field) is checked by `prepare` before any training starts. Trained models are cached by what
-shapes their weights, so a measurement-only mitigation (guillotine) or a re-run reuses them.
+field, output folders) is checked by `prepare` before any data is read, and everything that can be
+wrong with the records (images, split sizes, labels, captions, layers) by `check_records` before
+any training starts. Trained models are cached by what shapes their weights, so a
+measurement-only mitigation (guillotine) or a re-run reuses them.
 """
 
 from __future__ import annotations
@@ -15,12 +17,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
+from bench.preflight import (
+    check_devices,
+    check_measurable,
+    check_recipe,
+    check_schedule,
+    check_training_sets,
+    check_writable_folder,
+)
 from bench.presets import DataSection, Preset, load_preset
 from bench.recipes import get_recipe
 from bench.recipes.train import TrainedModel, expanded_length, train_model
+from bench.report_page import run_settings, write_after_run
 from bench.store import ResultsStore
 from dejavu.data import check_spec, load_dataset
+from dejavu.data.validate import check_images
 from dejavu.measure import MeasureConfig, Models, measure
 from dejavu.records import RecordSet
 from dejavu.splits import assign_splits, plant_canaries, training_records
@@ -43,6 +56,7 @@ class RunSpec:
     cache: Path = Path(".cache/dejavu-bench")
     overrides: tuple[str, ...] = ()
     progress: bool = True
+    allow_outside_paths: bool = False  # trust the dataset's image paths that lead out of its folder
 
 
 @dataclass
@@ -72,9 +86,13 @@ def prepare(spec: RunSpec) -> PreparedRun:
     """Returns the validated run; raises a clear error for any bad request before training."""
     get_recipe(spec.recipe)
     check_spec(spec.data)  # a sweep's jobs must not find a mistyped path only once they start
+    check_writable_folder(spec.out, "--out")
+    check_writable_folder(spec.cache, "--cache")
     preset = load_preset(spec.preset, list(spec.overrides))
     mitigations = parse_mitigations(list(spec.mitigations))
     plan = apply_mitigations(preset.plan(spec.recipe), mitigations)
+    check_schedule(preset.train_config(spec.recipe), plan)
+    check_devices(preset.train_config(spec.recipe))
     name, strength = describe(mitigations)
     return PreparedRun(spec, preset, plan, name, strength, mitigations)
 
@@ -83,20 +101,36 @@ def load_records(prepared: PreparedRun) -> RecordSet:
     """Returns the run's records with A/B/public/eval splits assigned and checked."""
     spec, preset = prepared.spec, prepared.preset
     # assign_splits logs the summary
-    return load_preset_dataset(spec.data, preset.data_section(spec.recipe), spec.cache / "data")
+    return load_preset_dataset(spec.data, preset.data_section(spec.recipe), spec.cache / "data",
+                               allow_outside=spec.allow_outside_paths)
 
 
-def load_preset_dataset(data: str, section: DataSection, root: Path) -> RecordSet:
+def load_preset_dataset(data: str, section: DataSection, root: Path, *, allow_outside: bool = False) -> RecordSet:
     """Returns the records of a data spec with splits assigned (and canaries planted, where the section says)."""
     if data == "scenes":
         data = f"scenes:{section.scenes}"
-    records = load_dataset(data, root=root, seed=section.seed, scenes_overrides=section.params)
+    records = load_dataset(data, root=root, seed=section.seed, scenes_overrides=section.params,
+                           allow_outside=allow_outside)
     per_class = section.per_class if section.per_class is not None else 10**9
     records = assign_splits(records, per_class=per_class, seed=section.seed)
     if section.canaries is not None:
         records = plant_canaries(records, section.canaries, section.canary_repeat, section.seed)
         log.info("planted %d canaries in A, each seen %dx per epoch", section.canaries, section.canary_repeat)
     return records
+
+
+def check_records(prepared: PreparedRun, records: RecordSet) -> None:
+    """Returns None when the records can train both models and feed every test; raises a clear error otherwise."""
+    spec, preset = prepared.spec, prepared.preset
+    check_images(records, max_pixels=preset.data_section(spec.recipe).max_pixels, cache_dir=spec.cache / "checked")
+    splits = check_training_sets(records, prepared.train.batch_size)
+    check_recipe(spec.recipe, prepared.train, prepared.plan, splits)
+    check_measurable(records, measure_config(prepared), captions=prepared.plan.modality == "image-text")
+
+
+def measure_config(prepared: PreparedRun) -> MeasureConfig:
+    """Returns the measurement settings of the run's recipe under its preset."""
+    return MeasureConfig.from_dict(prepared.preset.measure_section(prepared.spec.recipe).as_dict())
 
 
 def model_dir(prepared: PreparedRun, records: RecordSet, role: str) -> Path:
@@ -143,8 +177,11 @@ def execute(spec: RunSpec) -> pd.DataFrame:
         log.info("run %s is already in %s; not re-measured", run_id, store.path)
         stored = store.read()
         return stored[stored.run_id == run_id]
+    check_records(prepared, records)
     target, reference = train_pair(prepared, records)
-    cfg = MeasureConfig.from_dict(prepared.preset.measure_section(spec.recipe).as_dict())
+    if rank_zero_only.rank != 0:  # a DDP helper process, started by training: the launching one measures
+        return pd.DataFrame()
+    cfg = measure_config(prepared)
     rows = measure(models_for(prepared, target, reference), records, cfg,
                    cache_dir=spec.cache / "embeddings", progress=spec.progress,
                    report_dir=spec.out / "reports" / run_id)
@@ -153,4 +190,6 @@ def execute(spec: RunSpec) -> pd.DataFrame:
             "dataset": f"{spec.data}:{records.fingerprint()}", "preset": spec.preset,
             "wall_s": round(time.perf_counter() - start, 1)}
     store.append(meta, rows)
+    write_after_run(spec.out, run_id, lambda: run_settings(prepared.preset, spec.recipe, data=spec.data,
+                                                          mitigations=spec.mitigations, overrides=spec.overrides))
     return rows.assign(**meta)

@@ -1,24 +1,21 @@
 """The results table: one row per (run, test, subset, metric), stored as a CSV pandas reads in one line.
 
-Writes are atomic (a temporary file in the same folder, then os.replace) and safe across
-processes (an exclusive fcntl lock on `<table>.lock` around each read-modify-write), so a
-sweep of parallel runs never loses or duplicates rows. Appending a run_id that is already
+Writes are atomic (`dejavu.files.atomic_open`) and safe across processes (an exclusive
+`dejavu.files.file_lock` on `<table>.lock` around each read-modify-write), so a sweep of
+parallel runs never loses or duplicates rows. Appending a run_id that is already
 stored replaces its rows, so a resumed run leaves no duplicates.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
 import pandas as pd
 
+from dejavu.files import atomic_open, file_lock
 from dejavu.results import COLUMNS as ROW_COLUMNS
 
 #: what a run contributes to each of its rows
@@ -30,6 +27,10 @@ STRING_COLUMNS = ["run_id", "recipe", "mitigation", "dataset", "preset", "test",
 #: the distributions whose versions each row records
 VERSIONED = ("dejavu-bench", "torch", "torchvision", "lightning", "lightly", "open_clip_torch",
              "faiss-cpu", "numpy", "pandas")
+
+
+class ResultsTableError(ValueError):
+    """A results table that cannot be read back: truncated, or not a table this suite wrote."""
 
 
 def package_versions() -> str:
@@ -51,13 +52,33 @@ class ResultsStore:
         self.lock_path = self.path.with_name(self.path.name + ".lock")
 
     def read(self) -> pd.DataFrame:
-        """Returns the whole table (empty, with the standard columns, when nothing is stored yet)."""
+        """Returns the whole table (empty, with the standard columns, when nothing is stored yet).
+
+        A damaged table raises ResultsTableError naming it: appending to it would keep the damage.
+        """
         if not self.path.exists():
             return pd.DataFrame(columns=TABLE_COLUMNS)
-        # keep_default_na=False: a mitigation or preset called e.g. "none" or "NA" stays a string
-        return pd.read_csv(self.path, dtype={c: str for c in STRING_COLUMNS}, keep_default_na=False,
-                           na_values={c: ["", "nan", "NaN"] for c in ("strength", "seed", "value", "ci_low",
-                                                                       "ci_high", "n", "wall_s")})
+        fix = "restore it from a copy, or move it aside to start a new table"
+        # every write ends the table with a newline, so a table without one was cut short
+        with open(self.path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            if f.tell() > 0:
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b"\n":
+                    raise ResultsTableError(f"results table {str(self.path)!r} is truncated (its last line is "
+                                            f"cut off); {fix}")
+        try:
+            # keep_default_na=False: a mitigation or preset called e.g. "none" or "NA" stays a string
+            table = pd.read_csv(self.path, dtype={c: str for c in STRING_COLUMNS}, keep_default_na=False,
+                                na_values={c: ["", "nan", "NaN"] for c in ("strength", "seed", "value", "ci_low",
+                                                                            "ci_high", "n", "wall_s")})
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as err:
+            raise ResultsTableError(f"results table {str(self.path)!r} cannot be read "
+                                    f"({str(err).splitlines()[0]}); {fix}") from None
+        if "run_id" not in table.columns:
+            raise ResultsTableError(f"{str(self.path)!r} is not a results table of this suite (no run_id "
+                                    f"column); {fix}, or pass another --out")
+        return table
 
     def run_ids(self) -> list[str]:
         """Returns the stored run ids in the order they were first written."""
@@ -82,30 +103,9 @@ class ResultsStore:
         meta = {"versions": package_versions(), **run_meta, "run_id": str(run_meta["run_id"])}
         new = rows.assign(**meta)
         new = new[TABLE_COLUMNS + sorted(set(new.columns) - set(TABLE_COLUMNS))]
-        with self._locked():
+        with file_lock(self.lock_path):
             old = self.read()
             table = pd.concat([old[old["run_id"] != meta["run_id"]], new], ignore_index=True)
-            self._write_atomically(table)
-        return new
-
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.lock_path, "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
-
-    def _write_atomically(self, table: pd.DataFrame) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", newline="") as f:
+            with atomic_open(self.path, "w", newline="") as f:
                 table.to_csv(f, index=False)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        return new

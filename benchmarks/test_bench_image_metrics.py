@@ -1,13 +1,15 @@
-"""The image test's metric cost next to the kNN search it follows.
+"""The image test's metric cost next to the kNN search it follows, side by side in one run.
 
-Target: votes, entropy, top-p, quadrants and 200 bootstrap resamples cost at most 10% of an
-exact faiss search of 10k queries against 200k public embeddings (128 dims, k=100).
+Target (issue 13): votes, entropy, top-p, quadrants and 200 bootstrap resamples, for both
+directions, cost at most 10% of one exact faiss search of 10k queries against 200k public
+embeddings (128 dims, k=100). The two run in turn within each round and keep their fastest round
+(benchmarks/sidebyside.py); the ratio prints at the end (`-s` shows it).
 
-    pytest benchmarks/test_bench_image_metrics.py --benchmark-only
+    pytest benchmarks/test_bench_image_metrics.py -s --benchmark-columns=min,rounds
 
 DEJAVU_BENCH_SCALE (default 1.0) scales the number of queries and public images, e.g. 0.1 for
 1k x 20k. The search cost grows with the square of the scale and the metrics linearly, so a
-small scale overstates the metrics' share.
+small scale overstates the metrics' share. DEJAVU_BENCH_ROUNDS sets the rounds (default 3).
 """
 
 import os
@@ -15,6 +17,7 @@ import os
 import faiss
 import numpy as np
 import pytest
+from sidebyside import Rounds
 
 from dejavu.metrics.image import AttackedSplit, label_vote, sample_scores
 from dejavu.metrics.stats import bootstrap_dejavu_gap, bootstrap_indices, bootstrap_quadrants
@@ -25,6 +28,7 @@ N_PUBLIC = max(1_000, int(200_000 * SCALE))
 DIMS, K, N_CLASSES = 128, 100, 1000
 PS = (0.05, 0.2, 1.0)
 N_RESAMPLES = 200
+ROUNDS = int(os.environ.get("DEJAVU_BENCH_ROUNDS", "3"))
 
 
 @pytest.fixture(scope="module")
@@ -71,18 +75,18 @@ def image_metrics(neighbour_arrays):
     return gaps, quads, scores
 
 
-@pytest.mark.benchmark(group="image-test")
-def test_faiss_flat_l2_search(benchmark, embeddings):
+def test_image_metrics_against_one_search(benchmark, embeddings, neighbour_arrays):
     public, queries = embeddings
     index = faiss.IndexFlatL2(DIMS)
     index.add(public)
-    dists, nbrs = benchmark.pedantic(index.search, args=(queries, K), rounds=1, iterations=1)
+    rounds = Rounds({"faiss IndexFlatL2 search": lambda: index.search(queries, K),
+                     "image metrics, both directions, 200 resamples": lambda: image_metrics(neighbour_arrays)})
+    benchmark.group = f"image test {N_QUERIES}x{N_PUBLIC}x{DIMS} k={K}"
+    benchmark.pedantic(rounds, rounds=ROUNDS, iterations=1)
+    rounds.report(benchmark.group, "faiss IndexFlatL2 search", benchmark)
+    dists, nbrs = rounds.results["faiss IndexFlatL2 search"]
     assert nbrs.shape == (N_QUERIES, K) and (np.diff(dists, axis=1) >= 0).all()
-
-
-@pytest.mark.benchmark(group="image-test")
-def test_image_metrics_both_directions_200_resamples(benchmark, neighbour_arrays):
-    gaps, quads, scores = benchmark.pedantic(image_metrics, args=(neighbour_arrays,), rounds=3, iterations=1)
+    gaps, quads, scores = rounds.results["image metrics, both directions, 200 resamples"]
     assert set(gaps) == set(PS) and gaps[1.0]["gap"].n == 2 * N_QUERIES
     assert sum(q.value for q in quads.values()) == pytest.approx(1.0)
     assert scores.shape == (N_QUERIES,)

@@ -12,8 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +22,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from dejavu.encoders import Encoder, NonFiniteEmbeddingError
+from dejavu.files import atomic_open
 from dejavu.pixels import (
     MAX_PIXEL_BYTES,
     RecordImages,
@@ -113,15 +112,8 @@ def _load_cached(path: Path, ids: list[str]) -> Embeddings | None:
 
 
 def _save_atomically(embeddings: Embeddings, path: Path, meta: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save({"ids": embeddings.ids, "vectors": embeddings.vectors, "meta": meta}, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "wb") as f:  # a file object: a full disk then raises OSError, not RuntimeError
+        torch.save({"ids": embeddings.ids, "vectors": embeddings.vectors, "meta": meta}, f)
 
 
 def _cached(cache_dir: Path | None, key_parts: tuple, ids: list[str],

@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,6 +18,8 @@ from typing import Protocol, runtime_checkable
 
 import torch
 from PIL import Image
+
+from dejavu.files import write_text
 
 
 @runtime_checkable
@@ -239,9 +240,7 @@ def register_open_clip_config(config: dict, name: str | None = None) -> str:
         return name
     # open_clip's public registry reads JSON files only, so the dict goes through a per-process folder
     path = _config_dir() / f"{name}.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_text(path, text)
     open_clip.add_model_config(path)
     return name
 

@@ -20,6 +20,8 @@ from dejavu.attacks.image import TEST as IMAGE_TEST
 from dejavu.attacks.image import (
     ImageTestConfig,
     ImageTestResult,
+    LabelAttack,
+    attack_split,
     image_target_only,
     image_two_model,
 )
@@ -27,14 +29,16 @@ from dejavu.attacks.one_model import (
     CROP_TEST,
     NB_TEST,
     OneModelConfig,
-    crop_classifier_reference,
-    naive_bayes_reference,
+    crop_classifier_estimator,
+    naive_bayes_estimator,
+    null_split,
     one_model_rows,
 )
 from dejavu.attacks.vlm import VLMTestConfig, vlm_one_model_text, vlm_two_model
 from dejavu.crops import CropResult, background_crops
 from dejavu.embed import embed_records
 from dejavu.encoders import Encoder
+from dejavu.knn import approximate_index
 from dejavu.metrics import Interval, bootstrap_indices, bootstrap_mean
 from dejavu.records import RecordSet
 from dejavu.results import TESTS, Row, to_frame
@@ -63,7 +67,8 @@ class MeasureConfig:
         stats = StatsConfig(n_bootstrap=d.pop("n_bootstrap", 200), n_permutations=d.pop("n_permutations", 1000),
                             seed=d.pop("seed", 0))
         image = ImageTestConfig(k=d.pop("k", 100), metric=d.pop("knn_metric", "l2"), stats=stats,
-                                top_p=tuple(d.pop("top_p", (0.05, 0.2, 1.0))))
+                                top_p=tuple(d.pop("top_p", (0.05, 0.2, 1.0))),
+                                index=approximate_index(d.pop("knn_index", "exact"), d.pop("knn_index_params", {})))
         one = OneModelConfig(crop_epochs=d.pop("crop_epochs", 10), crop_image_size=d.pop("crop_image_size", 32),
                              stats=stats, top_p=image.top_p, seed=stats.seed)
         vlm = VLMTestConfig(k=d.pop("vlm_k", 10), index=d.pop("vlm_index", "t2i"), stats=stats)
@@ -131,11 +136,36 @@ def image_rows(models: Models, records: RecordSet, cfg: MeasureConfig, *, cache_
     else:
         image = image_target_only(models.target, records, crops, cfg.image, **kw)
     ids = image.records[image.records.split == "A"].id.tolist()
-    fitters = {NB_TEST: naive_bayes_reference, CROP_TEST: crop_classifier_reference}
+    target_on_eval = eval_attack(models.target, records, image.classes, cfg, **kw) if one_model_tests else None
+    fitters = {NB_TEST: naive_bayes_estimator, CROP_TEST: crop_classifier_estimator}
     for test in one_model_tests:
-        estimate = fitters[test](records, crops, ids, cfg.one_model)
-        rows += excluded_rows(test, crops.excluded) + one_model_rows(test, image, estimate, cfg.one_model)
+        estimator = fitters[test](records, crops, cfg.one_model)
+        estimate = estimator.predict(records, crops, ids)
+        null = None
+        rows += excluded_rows(test, crops.excluded)
+        if target_on_eval is not None:
+            vote, eval_crops = target_on_eval
+            null = null_split(vote, records, estimator.predict(records, eval_crops, vote.ids))
+            rows += excluded_rows(test, eval_crops.excluded, prefix="null_")
+        rows += one_model_rows(test, image, estimate, cfg.one_model, null)
     return rows
+
+
+def eval_attack(target: Encoder, records: RecordSet, classes: dict[str, int], cfg: MeasureConfig, *,
+                cache_dir: Path | None, progress: bool) -> tuple[LabelAttack, CropResult] | None:
+    """Returns the target's vote on the eval records' background crops, and the crops: the one-model null.
+
+    None, with a warning, when no eval record has a labelled background crop.
+    """
+    evaluation = [r for r in records if r.split == "eval" and r.label is not None]
+    crops = background_crops(evaluation, cfg.crop_rule, threshold_fraction=cfg.threshold_fraction)
+    if not crops.crops:
+        log.warning("no eval record has a background crop, so the one-model image tests have no null; their "
+                    "gaps mix memorization with the estimator's different predictive power")
+        return None
+    labelled = RecordSet([r for r in records if r.split != "eval" or r.label is not None])
+    return attack_split(target, labelled, crops, "eval", classes, cfg.image, cache_dir=cache_dir,
+                        progress=progress), crops
 
 
 def write_image_report(image: ImageTestResult, records: RecordSet, crops: CropResult, report_dir: Path) -> None:

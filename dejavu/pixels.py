@@ -11,9 +11,7 @@ so embeddings are bit-for-bit those of the per-image path.
 from __future__ import annotations
 
 import logging
-import os
 import re
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -25,6 +23,7 @@ from torchvision import transforms as T
 from torchvision.transforms import v2 as T2
 from tqdm.auto import tqdm
 
+from dejavu.files import atomic_open
 from dejavu.records import Record, RecordError, RecordSet
 
 log = logging.getLogger(__name__)
@@ -194,12 +193,6 @@ def decoded_pixels(records: RecordSet, *, stage: Callable | None = None,
     if array is None:
         array = np.empty((0, 3, 0, 0), dtype=np.uint8)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npy")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.save(f, array)
-            os.replace(tmp, path)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        with atomic_open(path, "wb") as f:
+            np.save(f, array)
     return array

@@ -15,6 +15,9 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 SPLITS = ("A", "B", "public", "eval")
+#: The most times one record may be seen per epoch. Canaries are seen tens of times; a repeat in the
+#: millions is a typo, and would build an epoch that does not fit in memory.
+MAX_REPEAT = 10_000
 
 
 class RecordError(ValueError):
@@ -74,6 +77,9 @@ class Record:
                 return img.convert("RGB")
         except FileNotFoundError:
             raise RecordError("image file does not exist; fix the path in the manifest",
+                              record_id=self.id, file=self.image) from None
+        except Image.DecompressionBombError as err:
+            raise RecordError(f"image is too large to decode safely ({err}); resize it or remove the record",
                               record_id=self.id, file=self.image) from None
         except (UnidentifiedImageError, OSError, SyntaxError) as err:
             raise RecordError(f"image file cannot be decoded ({err}); replace or remove it",

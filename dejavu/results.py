@@ -9,6 +9,9 @@ import pandas as pd
 
 TESTS = ("image-two-model", "image-one-model-nb", "image-one-model-crop",
          "vlm-two-model", "vlm-one-model-text", "utility")
+#: the tests whose reference is a correlation estimator, not a model trained on B: their gaps come
+#: with a null on the eval records and a null-corrected gap (`corrected_<metric>`)
+ONE_MODEL_TESTS = ("image-one-model-nb", "image-one-model-crop", "vlm-one-model-text")
 SUBSETS = ("all", "canary", "non-canary")
 COLUMNS = ["test", "subset", "metric", "value", "ci_low", "ci_high", "n"]
 

@@ -228,3 +228,25 @@ def test_crops_of_other_records_are_an_error_not_a_silent_drop(planted):
     crops_of_a = background_crops([r for r in records if r.split == "A"])
     with pytest.raises(ValueError, match=r"48 B records have neither a background crop nor an exclusion reason"):
         image_two_model(model_a, model_b, records, crops_of_a, CFG, progress=False)
+
+
+def test_log_likelihood_ratio_per_record_and_its_canary_auroc(planted):
+    records, model_a, model_b = planted
+    crops = background_crops([r for r in records if r.split in "AB"])
+    result = image_two_model(model_a, model_b, records, crops, CFG, progress=False)
+    frame = result.records
+    # model A embeds every A crop near its label's centroid: all k = 5 neighbours carry the label,
+    # so p = (5 + 1) / (5 + 4 classes)
+    in_a = frame[frame.split == "A"]
+    assert in_a.log_likelihood_target.to_numpy() == pytest.approx(np.log(6 / 9), abs=1e-12)
+    assert (frame.llr == frame.log_likelihood_target - frame.log_likelihood_reference).all()
+    # ... which is the most any model attains, so no A record has a negative llr; where none of model B's
+    # neighbours carries the label (p = 1 / 9), it is ln 6
+    assert in_a.llr.min() >= -1e-12 and in_a.llr.max() == pytest.approx(np.log(6), abs=1e-12)
+    row = _value(result, "canary_auroc@llr", "canary")
+    assert row.n == len(in_a) and row.ci_low <= row.value <= row.ci_high
+    # swapping the models negates every llr; a model against itself has llr 0 everywhere
+    swapped = image_two_model(model_b, model_a, records, crops, CFG, progress=False)
+    assert _value(swapped, "canary_auroc@llr", "canary").value == pytest.approx(1 - row.value, abs=1e-12)
+    same = image_two_model(model_a, model_a, records, crops, CFG, progress=False)
+    assert (same.records.llr == 0).all() and _value(same, "canary_auroc@llr", "canary").value == 0.5

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from sklearn.metrics import roc_auc_score
 
 from dejavu.attacks.common import StatsConfig
 from dejavu.attacks.vlm import VLMTestConfig, vlm_one_model_text, vlm_two_model
@@ -265,3 +266,47 @@ def test_population_null_on_eval_records(world):
         assert _rows(rows, metric).n == n_eval
     same = vlm_two_model(models["target"], models["target"], records, CFG, progress=False)
     assert _rows(same, "null_ppg").value == 0.0 and _rows(same, "null_aucg").value == 0.0
+
+
+def test_corrected_gaps_are_the_gap_minus_its_eval_null(world):
+    records, _, _, models = world
+    for rows, suffixes in ((vlm_two_model(models["target"], models["reference"], records, CFG, progress=False), ("",)),
+                           (vlm_one_model_text(models["target"], models["reference"], records, CFG, progress=False),
+                            ("", "_t2t"))):
+        for suffix in suffixes:
+            for metric in ("ppg", "prg", "aucg"):
+                null = _rows(rows, f"null_{metric}{suffix}")
+                for subset in ("all", "canary", "non-canary"):
+                    raw, corrected = _rows(rows, f"{metric}{suffix}", subset), _rows(rows, f"corrected_{metric}{suffix}", subset)
+                    assert corrected.value == pytest.approx(raw.value - null.value, abs=1e-12)
+                    assert corrected.n == raw.n + null.n
+                    assert corrected.ci_low <= corrected.value <= corrected.ci_high
+
+
+def test_one_model_null_of_a_text_model_that_is_the_target_is_zero(world):
+    records, _, _, models = world
+    rows = vlm_one_model_text(models["target"], models["target"], records, CFG, progress=False)
+    assert _rows(rows, "null_ppg_t2t").value == 0.0
+    assert _rows(rows, "corrected_ppg_t2t", "canary").value == _rows(rows, "ppg_t2t", "canary").value == 0.0
+
+
+def test_log_likelihood_ratio_ranks_canaries_as_planted(world):
+    records, truth_cluster, memorized_by, models = world
+    rows = vlm_two_model(models["target"], models["reference"], records, CFG, progress=False)
+    # A hit's 3 neighbours all hold both cluster objects (soft count 3, p = 4/5), a miss's none (p = 1/5),
+    # the vase is in no public image (p = 1/5): llr = (hit_target - hit_reference) * 2 ln 4 / |G|.
+    ids = list(truth_cluster)
+    hand = np.array([(memorized_by[r]["target"] - memorized_by[r].get("reference", False)) * 2 * np.log(4)
+                     / len(records.by_id(r).objects) for r in ids])
+    canary = np.array([records.by_id(r).is_canary for r in ids])
+    expected = roc_auc_score(canary, hand)
+    # the soft counts are 3 up to rounding, so records tied by hand may be ordered either way
+    tied = sum(np.isclose(hand[i], hand[j]) for i in np.flatnonzero(canary) for j in np.flatnonzero(~canary))
+    row = _rows(rows, "canary_auroc@llr", "canary")
+    assert abs(row.value - expected) <= 0.5 * tied / (canary.sum() * (~canary).sum())
+    assert row.value > 0.5 and row.ci_low <= row.value <= row.ci_high and row.n == len(ids)
+    # swapping the models negates every llr exactly; a model against itself has llr 0 everywhere
+    swapped = vlm_two_model(models["reference"], models["target"], records, CFG, progress=False)
+    assert _rows(swapped, "canary_auroc@llr", "canary").value == pytest.approx(1 - row.value, abs=1e-12)
+    same = vlm_two_model(models["target"], models["target"], records, CFG, progress=False)
+    assert _rows(same, "canary_auroc@llr", "canary").value == 0.5

@@ -67,21 +67,78 @@ def test_backends_agree_with_brute_force_on_integer_data_full_of_ties(metric):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_tie_block_wider_than_the_margin_triggers_a_wider_search(backend, monkeypatch):
+def test_tie_block_wider_than_the_margin_is_resolved_by_the_near_tie_scan(backend, monkeypatch):
     keys = torch.ones(60, 2)
     keys[::7] = 9.0  # far keys interleaved between the duplicates
-    candidate_lists = []
-    exact = knn._exact_distances
+    scans = []
+    scan = knn._scan_near_ties
 
-    def spy(q, x, cand, metric, chunk_size):
-        candidate_lists.append(cand.shape[1])
-        return exact(q, x, cand, metric, chunk_size)
+    def spy(queries, *args):
+        scans.append(len(queries.rows))
+        return scan(queries, *args)
 
-    monkeypatch.setattr(knn, "_exact_distances", spy)
+    monkeypatch.setattr(knn, "_scan_near_ties", spy)
     out = search(torch.ones(1, 2), keys, 5, backend=backend)
     ones = [i for i in range(60) if i % 7]
     assert out.indices.tolist() == [ones[:5]]
-    assert candidate_lists[0] == 5 + knn.TIE_MARGIN and len(candidate_lists) > 1
+    assert scans == [1]
+
+
+@pytest.mark.parametrize("metric", ["l2", "cosine"])
+def test_many_duplicate_keys_stay_bounded_in_memory(metric, monkeypatch):
+    """Thousands of identical keys make every key a candidate of every query; no step may hold them all."""
+    n_queries, n_dup, chunk_size, k = 40, 3000, 4096, 5
+    keys = torch.cat([torch.full((n_dup, 3), 2.0), torch.tensor([[9.0, 1.0, 1.0], [1.0, 9.0, 3.0]])])
+    queries = torch.full((n_queries, 3), 2.0) + torch.linspace(0, 0.5, n_queries)[:, None] * torch.tensor([1.0, 0, 0])
+    held = []  # the pairs each re-ranking call and each running top-k merge holds at once
+    exact, merge = knn._exact_distances, knn._merge
+
+    def exact_spy(queries, keys, rows, cand, metric):
+        held.append(cand.numel())
+        return exact(queries, keys, rows, cand, metric)
+
+    def merge_spy(best_d, best_i, hit_row, hit_d, hit_i, k):
+        held.append(best_d.numel() + len(best_d) * int(torch.bincount(hit_row).max()))
+        return merge(best_d, best_i, hit_row, hit_d, hit_i, k)
+
+    monkeypatch.setattr(knn, "_exact_distances", exact_spy)
+    monkeypatch.setattr(knn, "_merge", merge_spy)
+    out = search(queries, keys, k, metric=metric, chunk_size=chunk_size)
+    want_idx, want_dist = brute_force(queries, keys, k, metric)
+    assert torch.equal(out.indices, want_idx) and torch.equal(out.distances, want_dist)
+    assert out.indices[0].tolist() == [0, 1, 2, 3, 4]  # all tied: the smallest indices
+    # every query was unsure, and every one of the n_queries * n_dup pairs was a candidate, yet no
+    # call held more than one block of them
+    assert len(held) > n_queries and max(held) <= chunk_size < n_queries * n_dup
+
+
+def test_grouped_selection_returns_the_m_smallest_scores_even_when_tied():
+    g = torch.Generator().manual_seed(3)
+    for scores in (torch.randn(7, 8 * 300, generator=g),
+                   torch.randint(0, 5, (7, 8 * 300), generator=g).float(),
+                   torch.zeros(3, 8 * 300)):
+        values, cols = knn._smallest(scores, 40)
+        assert torch.equal(values.sort(dim=1).values, scores.topk(40, dim=1, largest=False).values.sort(dim=1).values)
+        assert torch.equal(scores.gather(1, cols), values)
+        assert all(len(set(row)) == 40 for row in cols.tolist())
+
+
+@pytest.mark.parametrize("metric", ["l2", "cosine"])
+def test_torch_blocks_wide_enough_to_group_agree_with_brute_force(metric):
+    g = torch.Generator().manual_seed(4)
+    queries = torch.randint(1, 5, (30, 6), generator=g).float()
+    keys = torch.randint(1, 5, (4096, 6), generator=g).float()  # four blocks of 1024 keys, 128 groups each
+    keys[2000:2300] = keys[11]
+    want_idx, want_dist = brute_force(queries, keys, 10, metric)
+    out = search(queries, keys, 10, metric=metric, backend="torch", chunk_size=1024)
+    assert torch.equal(out.indices, want_idx) and torch.equal(out.distances, want_dist)
+
+
+def test_float32_l2_keys_are_searched_in_place():
+    keys = torch.randn(100, 4)
+    prepared = knn._prepare(keys, "l2", "keys")
+    assert prepared.rows.data_ptr() == keys.data_ptr() == prepared.search.data_ptr()
+    assert prepared.norms is None
 
 
 @settings(max_examples=25, deadline=None)
@@ -122,6 +179,27 @@ def test_non_finite_inputs_name_the_row(which, bad):
         search(queries, keys, 1)
 
 
+def test_validation_reads_blocks_and_still_names_the_row():
+    keys = torch.zeros(knn._ROW_BLOCK + 10, 1)  # more rows than one validation block
+    keys[knn._ROW_BLOCK + 3, 0] = float("nan")
+    with pytest.raises(ValueError, match=f"keys contain NaN or Inf \\(first at row {knn._ROW_BLOCK + 3}\\)"):
+        search(torch.zeros(1, 1), keys, 1)
+
+
+def test_device_auto_runs_where_torch_sees_a_gpu():
+    out = search(torch.randn(4, 3), torch.randn(30, 3), 2, device="auto")
+    assert out.device == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert out.indices.device.type == "cpu"
+    with pytest.raises(ValueError, match="unknown device 'tpu'"):
+        search(torch.randn(4, 3), torch.randn(30, 3), 2, device="tpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
+def test_asking_for_a_missing_gpu_is_a_clear_error():
+    with pytest.raises(ValueError, match="torch sees no GPU; use 'auto' or 'cpu'"):
+        search(torch.randn(4, 3), torch.randn(30, 3), 2, device="cuda")
+
+
 def test_dimension_mismatch_and_bad_arguments():
     with pytest.raises(ValueError, match="queries have dimension 3 but keys have 4"):
         search(torch.zeros(2, 3), torch.zeros(5, 4), 1)
@@ -140,9 +218,12 @@ def test_cuda_inputs_give_the_cpu_answer():
     g = torch.Generator().manual_seed(2)
     queries = torch.randint(0, 3, (64, 8), generator=g).float()
     keys = torch.randint(0, 3, (3000, 8), generator=g).float()
+    keys[1000:1500] = keys[3]  # a tie block wider than the margin: the near-tie scan runs on the GPU too
     cpu = search(queries, keys, 20, backend="faiss")
     for backend in ("auto", "torch"):
         gpu = search(queries.cuda(), keys.cuda(), 20, backend=backend)
         assert gpu.device == "cuda"
         assert torch.equal(gpu.indices, cpu.indices)
         assert torch.equal(gpu.distances, cpu.distances)
+    moved = search(queries, keys, 20, device="cuda", backend="torch")
+    assert moved.device == "cuda" and torch.equal(moved.indices, cpu.indices)

@@ -79,7 +79,8 @@ def test_every_test_reports_its_metrics_in_standard_rows(measured):
     assert set(METRICS) <= set(rows.metric)
     assert set(rows.subset) == {"all", "canary", "non-canary"}
     # NaN only where a top-p level keeps no record (e.g. 5% of 16 A records)
-    assert rows[rows.value.isna()].metric.str.match(r"(dv_gap|target_acc|reference_acc|pvalue_dv_gap)@").all()
+    assert rows[rows.value.isna()].metric.str.match(
+        r"(null_|corrected_)?(dv_gap|target_acc|reference_acc|pvalue_dv_gap)@").all()
 
 
 def test_population_numbers_are_consistent(measured):
@@ -91,6 +92,21 @@ def test_population_numbers_are_consistent(measured):
     assert vlm["aucg"] == pytest.approx(vlm["recall_target"] - vlm["recall_reference"])
     n = rows[(rows.metric == "dv_gap@100") & (rows.subset == "all")].set_index("test").n
     assert n["image-two-model"] == 32 and n["image-one-model-nb"] == 16  # both splits; A only
+
+
+@pytest.mark.parametrize("test, metric", [("image-one-model-nb", "dv_gap@100"), ("image-one-model-crop", "dv_gap@20"),
+                                          ("vlm-one-model-text", "ppg"), ("vlm-one-model-text", "aucg_t2t"),
+                                          ("vlm-two-model", "prg")])
+def test_gaps_that_need_a_null_get_it_on_eval_and_a_corrected_gap(measured, tiny_records, test, metric):
+    rows, _, _ = measured
+    rows = rows[rows.test == test]
+    (null,) = rows[rows.metric == f"null_{metric}"].itertuples()
+    assert null.subset == "all" and 0 < null.n <= sum(r.split == "eval" for r in tiny_records)
+    for subset in ("all", "canary", "non-canary"):
+        (raw,) = rows[(rows.metric == metric) & (rows.subset == subset)].itertuples()
+        (corrected,) = rows[(rows.metric == f"corrected_{metric}") & (rows.subset == subset)].itertuples()
+        assert corrected.value == pytest.approx(raw.value - null.value, abs=1e-12, nan_ok=True)
+        assert corrected.n == raw.n + null.n
 
 
 def test_report_dir_holds_the_per_record_table(measured, tiny_records):

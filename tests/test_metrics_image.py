@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from dejavu.metrics.image import (
     AttackedSplit,
+    count_entropy,
     dejavu_gap,
     direction_gap,
     keep_count,
@@ -59,7 +60,7 @@ def test_vote_uniform_over_four_labels_has_entropy_ln4():
     assert vote.pred[0] == 0 and vote.top5[0].tolist() == [0, 1, 2, 3, -1]
 
 
-@pytest.mark.parametrize("k", [1, 3, 9, 40])
+@pytest.mark.parametrize("k", [1, 3, 9, 40, 128, 129])  # 128 and 129 straddle a width of label_vote's packed keys
 def test_vote_matches_naive_reference_on_random_neighbours(k):
     rng = np.random.default_rng(k)
     labels = rng.integers(0, 7, size=(200, k))
@@ -69,6 +70,11 @@ def test_vote_matches_naive_reference_on_random_neighbours(k):
         pred, top5, entropy = naive_vote(labels[i].tolist(), dists[i].tolist())
         assert vote.pred[i] == pred and vote.top5[i].tolist() == top5
         assert vote.entropy[i] == pytest.approx(entropy, abs=1e-12)
+
+
+def test_vote_refuses_more_neighbours_than_its_ranking_key_holds():
+    with pytest.raises(ValueError, match="too many to rank"):
+        label_vote(np.zeros((1, 2**21 + 1), dtype=np.int64), np.zeros((1, 2**21 + 1)), n_classes=1)
 
 
 def test_vote_on_no_records_is_empty():
@@ -93,6 +99,46 @@ def test_vote_rejects_mismatched_shapes_and_nan_distances():
         label_vote(np.zeros((2, 3), int), np.zeros((2, 4)), n_classes=2)
     with pytest.raises(ValueError, match="finite"):
         label_vote(np.zeros((1, 2), int), np.array([[0.0, np.nan]]), n_classes=2)
+
+
+# --- vote entropy: independent of class order ---------------------------------------------------
+
+def test_equal_label_distributions_get_bit_equal_entropy():
+    # The repro: shares {0.6, 0.1, 0.3} and {0.6, 0.3, 0.1}. Summed in class order the two
+    # differed in the last bit (0.8979457248567798 vs ...797).
+    labels = np.array([[0, 0, 0, 0, 0, 0, 1, 2, 2, 2],
+                       [0, 0, 0, 0, 0, 0, 1, 1, 1, 2]])
+    vote = label_vote(labels, np.ones((2, 10)), n_classes=3)
+    assert vote.entropy[0] == vote.entropy[1]
+    assert vote.entropy[0] == pytest.approx(-(0.6 * np.log(0.6) + 0.3 * np.log(0.3) + 0.1 * np.log(0.1)), abs=1e-15)
+
+
+def test_count_entropy_by_hand_and_rejects_counts_that_are_not_k_votes():
+    h = -(2 * 0.4 * np.log(0.4) + 0.2 * np.log(0.2))
+    assert count_entropy(np.array([[2, 0, 1, 2], [0, 5, 0, 0]]), 5) == pytest.approx([h, 0.0], abs=1e-15)
+    with pytest.raises(ValueError, match="summing to k=5"):
+        count_entropy(np.array([[2, 2]]), 5)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 30), min_size=2, max_size=12).filter(lambda c: sum(c) > 0), st.randoms())
+def test_entropy_is_the_same_bits_under_any_relabelling_of_the_classes(counts, rnd):
+    k = sum(counts)
+    labels = np.repeat(np.arange(len(counts)), counts)
+    relabel = list(range(len(counts)))
+    rnd.shuffle(relabel)
+    both = np.stack([labels, np.array(relabel)[labels]])
+    vote = label_vote(both, np.ones((2, k)), n_classes=len(counts))
+    assert vote.entropy[0] == vote.entropy[1]
+
+
+def test_top_p_breaks_an_entropy_tie_by_id():
+    # Same shares in a different class order: the tie must go to the smaller id ("a"), which is wrong.
+    vote = label_vote(np.array([[0, 0, 0, 0, 0, 0, 1, 1, 1, 2], [0, 0, 0, 0, 0, 0, 1, 2, 2, 2]]),
+                      np.ones((2, 10)), n_classes=3)
+    correct = vote.pred == np.array([1, 0])  # "a" has label 1 (wrong), "b" label 0 (right)
+    assert top_p_accuracy(correct, vote.confidence, ["a", "b"], 0.5) == 0.0
+    assert top_p_accuracy(correct, vote.confidence, ["b", "a"], 0.5) == 1.0  # now "a" is the second record
 
 
 # --- top-p accuracy -----------------------------------------------------------------------------

@@ -9,9 +9,16 @@ import pandas as pd
 import pytest
 
 from dejavu.attacks.common import StatsConfig
-from dejavu.attacks.image import ImageTestResult
-from dejavu.attacks.one_model import NB_TEST, OneModelConfig, naive_bayes_reference, one_model_rows
+from dejavu.attacks.image import ImageTestResult, LabelAttack
+from dejavu.attacks.one_model import (
+    NB_TEST,
+    OneModelConfig,
+    naive_bayes_reference,
+    null_split,
+    one_model_rows,
+)
 from dejavu.crops import background_crops
+from dejavu.metrics import AttackedSplit, VoteResult
 from dejavu.records import Box, Record, RecordSet
 from dejavu.references import ReferencePrediction
 
@@ -110,6 +117,49 @@ def test_estimate_of_records_the_target_did_not_attack_is_a_clear_error():
     stray = ReferencePrediction(ids=["r0", "zz"], pred=["cat", "dog"], confidence=[1, 1], entropy=[0, 0])
     with pytest.raises(ValueError, match=r"predicted 1 records the target did not attack, e.g. \['zz'\]"):
         one_model_rows(NB_TEST, two_model_result(), stray, CFG)
+
+
+# the null: 4 eval records; the target is right on e0 e1, the estimator on e1 e2 e3
+NULL = AttackedSplit(ids=["e0", "e1", "e2", "e3"], correct_target=[True, True, False, False],
+                     confidence_target=[0.0, -0.1, -0.2, -0.3], correct_reference=[False, True, True, True],
+                     confidence_reference=[0.9, 0.8, 0.7, 0.6])
+
+
+def test_null_and_corrected_gap_by_hand():
+    rows = one_model_rows(NB_TEST, two_model_result(), ESTIMATE, CFG, null=NULL)
+    assert value(rows, "null_dv_gap@100") == pytest.approx(2 / 4 - 3 / 4)
+    assert value(rows, "null_misrepresented") == pytest.approx(2 / 4)
+    assert not [r for r in rows if r.metric.startswith("null_") and r.subset != "all"]  # eval holds no canary
+    # corrected = gap - null, per subset; the gaps are 1/6 (all), 1 (canaries), -1/4 (the others)
+    for subset, gap in (("all", 1 / 6), ("canary", 1.0), ("non-canary", -1 / 4)):
+        assert value(rows, "corrected_dv_gap@100", subset) == pytest.approx(gap + 1 / 4)
+    # top half: the target's e0 e1 are both right, the estimator's e0 e1 half: null +1/2
+    assert value(rows, "null_dv_gap@50") == pytest.approx(1 / 2)
+    assert value(rows, "corrected_dv_gap@50") == pytest.approx(value(rows, "dv_gap@50") - 1 / 2)
+    assert [r.n for r in rows if r.metric == "corrected_dv_gap@100"] == [6 + 4, 2 + 4, 4 + 4]
+
+
+def test_without_a_null_there_are_no_null_or_corrected_rows():
+    rows = one_model_rows(NB_TEST, two_model_result(), ESTIMATE, CFG)
+    assert not [r for r in rows if r.metric.startswith(("null_", "corrected_"))]
+
+
+def test_null_split_scores_both_on_the_eval_labels():
+    evaluation = RecordSet([Record(id=f"e{i}", image="/x.png", width=4, height=4, label=label, split="eval")
+                            for i, label in enumerate(["cat", "dog", "dog"])])
+    vote = VoteResult(pred=np.array([0, 0, 1]), top5=np.full((3, 5), -1), entropy=np.array([0.0, 0.5, 0.2]),
+                      confidence=np.array([0.0, -0.5, -0.2]))
+    target = LabelAttack(["e0", "e1", "e2"], np.array([0, 1, 1]), vote, None, np.zeros(3))
+    estimate = ReferencePrediction(ids=["e0", "e1", "e2"], pred=["dog", "dog", None], confidence=[0.5, 0.6, 0.7],
+                                   entropy=[0.7, 0.6, 0.5])
+    split = null_split(target, evaluation, estimate)
+    assert split.correct_target.tolist() == [True, False, True]
+    assert split.correct_reference.tolist() == [False, True, False]  # no opinion counts as wrong
+    assert split.confidence_target.tolist() == [0.0, -0.5, -0.2]
+    shuffled = ReferencePrediction(ids=["e1", "e0", "e2"], pred=estimate.pred, confidence=estimate.confidence,
+                                   entropy=estimate.entropy)
+    with pytest.raises(ValueError, match="not in the order"):
+        null_split(target, evaluation, shuffled)
 
 
 def _tagged(rid: str, split: str, label: str, tag: str) -> Record:

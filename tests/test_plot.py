@@ -13,6 +13,7 @@ import pytest
 from bench.commands import plot as plot_command
 from bench.plot import (
     MetricChoice,
+    comparable_choice,
     mitigation_family,
     pareto_front,
     plot_results,
@@ -169,3 +170,17 @@ def test_plot_command_passes_the_utility_choice(tmp_path, monkeypatch):
     clip = point(tradeoff_points(synthetic_table(), MetricChoice(subsets=("all",)), ("linear_probe_top1",)),
                  "clip", "textrand=0.5")
     assert (clip.util_metric, clip.util) == ("linear_probe_top1", pytest.approx(0.10))
+
+
+def test_a_one_model_test_is_drawn_with_its_corrected_gap(caplog):
+    table = to_frame([Row("vlm-one-model-text", "canary", "ppg", -0.1, n=9),
+                      Row("vlm-one-model-text", "canary", "corrected_ppg", 0.2, n=19)])
+    assert comparable_choice(table, MetricChoice("vlm-one-model-text", "ppg")).metric == "corrected_ppg"
+    # already corrected, or a null, or a two-model test: drawn as asked
+    for choice in (MetricChoice("vlm-one-model-text", "corrected_ppg"), MetricChoice("vlm-one-model-text", "null_ppg"),
+                   MetricChoice("vlm-two-model", "ppg")):
+        assert comparable_choice(table, choice) == choice
+    # a table measured before the nulls: the raw gap, with a warning that it is not comparable
+    with caplog.at_level(logging.WARNING):
+        old = comparable_choice(table[table.metric == "ppg"], MetricChoice("vlm-one-model-text", "ppg"))
+    assert old.metric == "ppg" and "not comparable" in caplog.text

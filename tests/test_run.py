@@ -81,6 +81,15 @@ def test_clip_run_stores_every_column_test_and_subset(clip_run):
     assert len(clip_run.models) == 2  # one target, one reference
 
 
+def test_a_run_ends_by_writing_its_report_page(clip_run):
+    (run_id,) = clip_run.table.run_id.unique()
+    folder = clip_run.out / "reports" / run_id
+    html = (folder / "report.html").read_text()
+    assert f"run {run_id}: clip, none, seed 0" in html and "vlm-two-model" in html
+    assert "recorded by the run" in html and "python -m bench run --recipe clip --data scenes --preset smoke" in html
+    assert json.loads((folder / "run_config.json").read_text())["sections"]["train"]["epochs"] >= 1
+
+
 def assert_trains_nothing(clip_run, before: dict) -> None:
     """Asserts that the cache holds exactly the models of `before`, the clip run's own untouched."""
     assert model_state(clip_run.cache) == before

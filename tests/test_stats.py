@@ -11,6 +11,7 @@ from dejavu.metrics.stats import (
     bootstrap_aucg,
     bootstrap_auroc,
     bootstrap_dejavu_gap,
+    bootstrap_difference,
     bootstrap_indices,
     bootstrap_mean,
     bootstrap_ppg,
@@ -18,6 +19,7 @@ from dejavu.metrics.stats import (
     bootstrap_quadrants,
     bootstrap_top_p_accuracy,
     direction_gap_stat,
+    mean_gap_stat,
     pairwise_gap_stat,
     percentile_interval,
     subset_gap_pvalue,
@@ -196,3 +198,29 @@ def test_subset_pvalue_is_nan_when_the_canary_gap_is_undefined():
 
     out = subset_gap_pvalue(stat, np.array([True, False, False]), n_draws=5, seed=0)
     assert np.isnan(out.canary_gap) and np.isnan(out.p_value)
+
+
+def test_mean_gap_stat_on_hand_index_matrix():
+    stat = mean_gap_stat([1.0, 0.5, 0.0], [0.0, 0.5, 1.0])  # differences 1, 0, -1
+    assert stat(np.array([[0, 0, 1], [2, 2, 2], [0, 1, 2]])).tolist() == [2 / 3, -1.0, 0.0]
+
+
+def test_corrected_gap_is_gap_minus_null_resampled_independently():
+    gap = mean_gap_stat([1.0, 1.0, 0.0, 1.0], [0.0, 0.0, 0.0, 0.0])  # gap 3/4 on 4 records
+    null = mean_gap_stat([0.0, 1.0, 0.0], [0.0, 0.0, 0.0])  # null 1/3 on 3 other records
+    corrected = bootstrap_difference(gap, 4, null, 3, n_resamples=300, seed=5)
+    assert corrected.value == pytest.approx(3 / 4 - 1 / 3, abs=1e-15) and corrected.n == 7
+    # its samples: the gap on the gap's own draws (seed) minus the null on draws of seed + 1
+    samples = gap(bootstrap_indices(4, 300, 5)) - null(bootstrap_indices(3, 300, 6))
+    expected = percentile_interval(corrected.value, samples, 7)
+    assert (corrected.low, corrected.high) == (expected.low, expected.high)
+    assert corrected.low < corrected.value < corrected.high
+
+
+def test_against_a_zero_null_the_corrected_interval_is_the_gap_interval():
+    a, b = np.array([0.2, 0.9, 0.4, 0.8, 0.1]), np.array([0.3, 0.1, 0.4, 0.2, 0.6])
+    zero = mean_gap_stat(np.zeros(6), np.zeros(6))
+    own = bootstrap_aucg(a, b, bootstrap_indices(5, 200, 0))
+    corrected = bootstrap_difference(mean_gap_stat(a, b), 5, zero, 6, n_resamples=200, seed=0)
+    assert corrected.value == pytest.approx(own.value, abs=1e-15)  # AUCG's point is the exact area
+    assert (corrected.low, corrected.high) == (own.low, own.high)

@@ -6,6 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
+from bench.preflight import check_writable_folder
 from dejavu.data.manifest import read_manifest
 from dejavu.data.preview import write_preview
 from dejavu.data.scenes import PRESETS, build_scenes, read_marker
@@ -44,6 +45,7 @@ def summary(out_dir: Path, seconds: float) -> str:
 def run_scenes(args: argparse.Namespace) -> int:
     """Builds the dataset (or reuses an identical build), writes the preview and prints the summary."""
     start = time.perf_counter()
+    check_writable_folder(args.out, "--out")
     out_dir = build_scenes(args.out, args.preset, args.seed, workers=args.workers)
     records = read_manifest(out_dir)
     # Show the attacked split first: those are the records whose boxes and crops matter most.

@@ -9,12 +9,15 @@ from pathlib import Path
 
 import torch
 
+from bench.commands.run import add_allow_outside
+from bench.preflight import check_measurable, check_writable_folder, report_long_captions
 from bench.presets import load_preset
 from bench.recipes.train import load_trained
 from bench.report import print_summary
 from bench.run import load_preset_dataset
 from bench.store import ResultsStore
 from dejavu.data import check_spec
+from dejavu.data.validate import check_images
 from dejavu.encoders import TINY_CLIP_CONFIG, OpenClipEncoder
 from dejavu.measure import MeasureConfig, Models, measure
 
@@ -53,6 +56,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=Path("results"))
     parser.add_argument("--cache", type=Path, default=Path(".cache/dejavu-bench"))
     parser.add_argument("--no-progress", dest="progress", action="store_false")
+    add_allow_outside(parser)
     parser.set_defaults(func=main)
     return parser
 
@@ -62,14 +66,21 @@ def main(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     preset = load_preset(args.preset, list(args.overrides))
     check_spec(args.data)
+    check_writable_folder(args.out, "--out")
+    check_writable_folder(args.cache, "--cache")
     # Models before data: a mistyped model spec or checkpoint path fails before a dataset is built.
     target, target_vlm = load_model(args.target, args.layer)
     reference, reference_vlm = load_model(args.reference, args.layer) if args.reference else (None, None)
-    records = load_preset_dataset(args.data, preset.data, args.cache / "data")
+    records = load_preset_dataset(args.data, preset.data, args.cache / "data", allow_outside=args.allow_outside_paths)
+    cfg = MeasureConfig.from_dict(preset.measure.as_dict())
+    check_images(records, max_pixels=preset.data.max_pixels, cache_dir=args.cache / "checked")
+    check_measurable(records, cfg, captions=target_vlm is not None)
+    if target_vlm is not None:
+        report_long_captions(target_vlm, list(records))
     models = Models(target, reference, target_vlm, reference_vlm)
     run_id = hashlib.sha256(f"{args.target}|{args.reference}|{args.layer}|{args.data}|{args.preset}|"
                             f"{sorted(args.overrides)}".encode()).hexdigest()[:12]
-    rows = measure(models, records, MeasureConfig.from_dict(preset.measure.as_dict()),
+    rows = measure(models, records, cfg,
                    cache_dir=args.cache / "embeddings", progress=args.progress,
                    report_dir=args.out / "reports" / run_id)
     meta = {"run_id": run_id, "recipe": f"external:{args.target}", "mitigation": "none", "strength": 0.0,

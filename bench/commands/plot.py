@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from bench.plot import UTILITY_METRICS, MetricChoice, plot_results
+from bench.preflight import check_writable_folder
 from bench.store import ResultsStore
 
 
@@ -39,6 +40,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"no results table at {args.results}; run `python -m bench run` first or pass --results",
               file=sys.stderr)
         return 2
+    check_writable_folder(args.out, "--out")
     choice = MetricChoice(args.test, args.metric, tuple(args.subsets or MetricChoice.subsets))
     paths = plot_results(ResultsStore(args.results).read(), args.out, choice, tuple(args.utility or UTILITY_METRICS))
     for path in paths:

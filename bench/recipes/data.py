@@ -26,20 +26,39 @@ from mitigations.base import CaptionTransform
 ItemKey = tuple[int, int]  # (epoch, position in the epoch's index list)
 
 
+#: The most samples one epoch may hold (about 0.8 GB of positions). ImageNet with its canaries fits many
+#: times over; more means a repeat typed with too many zeros, which would exhaust memory with no message.
+MAX_EPOCH_SAMPLES = 100_000_000
+
+
 def expand_by_repeat(records: Sequence[Record]) -> list[int]:
     """Returns the positions of one epoch: record i listed `records[i].repeat` times, in order."""
+    expanded_length(records)  # checks every repeat and the total before anything is allocated
     out: list[int] = []
     for i, record in enumerate(records):
-        if not isinstance(record.repeat, int) or record.repeat < 1:
-            raise RecordError(f"repeat must be a positive integer, got {record.repeat!r}",
-                              record_id=record.id, file=record.source)
         out.extend([i] * record.repeat)
     return out
 
 
 def expanded_length(records: Sequence[Record]) -> int:
-    """Returns how many samples one epoch over `records` holds, canary repeats included."""
-    return len(expand_by_repeat(records))
+    """Returns how many samples one epoch over `records` holds, canary repeats included.
+
+    Raises RecordError for a repeat that is not a positive integer, or when the epoch would hold more
+    than MAX_EPOCH_SAMPLES, naming the record with the largest repeat.
+    """
+    total, largest = 0, None
+    for record in records:
+        if isinstance(record.repeat, bool) or not isinstance(record.repeat, int) or record.repeat < 1:
+            raise RecordError(f"repeat must be a positive integer, got {record.repeat!r}",
+                              record_id=record.id, file=record.source)
+        total += record.repeat
+        if largest is None or record.repeat > largest.repeat:
+            largest = record
+    if total > MAX_EPOCH_SAMPLES:
+        raise RecordError(f"one epoch would hold {total} samples, more than the limit of {MAX_EPOCH_SAMPLES}; "
+                          f"this record alone is repeated {largest.repeat}x; lower the repeats",
+                          record_id=largest.id, file=largest.source)
+    return total
 
 
 def matched_length(records: Sequence[Record], target_len: int, seed: int) -> list[int]:
@@ -48,6 +67,9 @@ def matched_length(records: Sequence[Record], target_len: int, seed: int) -> lis
     The extra samples are drawn without replacement from a seeded permutation (cycling through
     fresh permutations when more than one pass is needed), so no record is favoured.
     """
+    if target_len > MAX_EPOCH_SAMPLES:
+        raise ValueError(f"an epoch of {target_len} samples is more than the limit of {MAX_EPOCH_SAMPLES}; "
+                         "lower the repeats of the target's training records")
     base = expand_by_repeat(records)
     if target_len < len(base):
         raise ValueError(f"target length {target_len} is shorter than one epoch over {records!r:.40} "

@@ -7,13 +7,15 @@ A training directory holds:
 - `done.json`: written atomically after `fit` returns. With it, the model is loaded, not trained.
   Asking for more epochs than `done.json` records continues from `last.ckpt` (at the final
   learning rate of the finished schedule, since lightly's cosine schedule is restored with it).
+
+A file of the folder that cannot be read (a truncated checkpoint, a damaged JSON file) is renamed to
+`<name>.corrupt`, a warning names it, and the model is trained again from what is left.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
+import logging
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,7 +24,6 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from filelock import FileLock
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
@@ -32,12 +33,15 @@ from bench.recipes.base import CHECKPOINT_RECIPE_KEY, RecipeModule
 from bench.recipes.config import TrainConfig
 from bench.recipes.data import TrainingData, expand_by_repeat, expanded_length, matched_length
 from dejavu.encoders import Encoder
+from dejavu.files import file_lock, read_json, write_json
 from dejavu.records import RecordSet
 from mitigations.base import TrainingPlan
 
 # The recipe, not the data module, makes the views of a decoded batch (RecipeModule.on_after_batch_transfer);
 # Lightning warns that the module's hook wins over the data module's, which is the intent.
 warnings.filterwarnings("ignore", message="You have overridden `on_after_batch_transfer`")
+
+log = logging.getLogger(__name__)
 
 LAST = "last.ckpt"
 DONE = "done.json"
@@ -49,6 +53,10 @@ _NOT_IDENTITY = ("epochs", "num_workers", "log_every_n_steps")
 
 class TrainingDirError(RuntimeError):
     """A training directory that holds a different run than the one asked for."""
+
+
+class CheckpointError(ValueError):
+    """A file that is not a readable checkpoint: truncated, damaged, or not a checkpoint at all."""
 
 
 @dataclass
@@ -68,13 +76,6 @@ class TrainedModel:
         return self.module.embedding_layers()
 
 
-def _write_json_atomic(path: Path, data: dict) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=True, default=str)
-    os.replace(tmp, path)
-
-
 def _run_identity(plan: TrainingPlan, records: RecordSet, cfg: TrainConfig, seed: int,
                   epoch_length: int) -> dict:
     key = {k: v for k, v in plan.training_key().items() if k != "max_epochs"}
@@ -83,16 +84,43 @@ def _run_identity(plan: TrainingPlan, records: RecordSet, cfg: TrainConfig, seed
                                   "epoch_length": epoch_length}, default=str))
 
 
+def _set_aside(out_dir: Path, problem: str, *names: str) -> None:
+    """Renames the named files of a training folder to `<name>.corrupt`, so the model is trained again."""
+    moved = []
+    if rank_zero_only.rank == 0:  # DDP's other ranks follow what the launching process decided
+        for name in names:
+            path = out_dir / name
+            if path.exists():
+                path.replace(path.with_name(path.name + ".corrupt"))
+                moved.append(name)
+    log.warning("%s; moved %s aside (as *.corrupt) and training this model again",
+                problem, ", ".join(moved) or "nothing")
+
+
+def _damage(path: Path, read) -> str | None:
+    """Returns why `read(path)` fails on an existing file (None when it succeeds or there is no file)."""
+    if not path.exists():
+        return None
+    try:
+        read(path)
+    except ValueError as err:  # read_json's and read_checkpoint's errors name the file
+        return str(err)
+    return None
+
+
 def _claim_dir(out_dir: Path, identity: dict) -> None:
     run_file = out_dir / RUN
+    damage = _damage(run_file, read_json)
+    if damage:  # without the identity, nothing in the folder is known to belong to this run
+        _set_aside(out_dir, damage, RUN, DONE, LAST)
     if run_file.exists():
-        recorded = json.loads(run_file.read_text())
+        recorded = read_json(run_file)
         if recorded != identity:
             differ = sorted(k for k in identity.keys() | recorded.keys() if identity.get(k) != recorded.get(k))
             raise TrainingDirError(f"{out_dir} holds a different training run (differs in: {', '.join(differ)}); "
                                    "use a fresh directory or delete this one")
     else:
-        _write_json_atomic(run_file, identity)
+        write_json(run_file, identity)
 
 
 def train_model(plan: TrainingPlan, records: RecordSet, cfg: TrainConfig, out_dir: Path, seed: int, *,
@@ -120,7 +148,7 @@ def _exclusive(out_dir: Path) -> Iterator[None]:
     if rank_zero_only.rank != 0:
         yield
         return
-    with FileLock(out_dir / LOCK):
+    with file_lock(out_dir / LOCK):
         yield
 
 
@@ -131,10 +159,17 @@ def _train_or_load(plan: TrainingPlan, records: RecordSet, cfg: TrainConfig, out
     _claim_dir(out_dir, _run_identity(plan, records, cfg, seed, len(indices)))
 
     done_file, last = out_dir / DONE, out_dir / LAST
+    damage = _damage(done_file, _read_done)
+    if damage:  # a sound last.ckpt then resumes, or is found finished
+        _set_aside(out_dir, damage, DONE)
+    damage = _damage(last, read_checkpoint) or (f"{last} is missing" if done_file.exists() and not last.exists()
+                                                 else None)
+    if damage:
+        _set_aside(out_dir, damage, LAST, DONE)
     if done_file.exists():
-        done = json.loads(done_file.read_text())
+        done = _read_done(done_file)
         if done["max_epochs"] == plan.max_epochs:
-            return load_trained(out_dir / done["checkpoint"])
+            return load_trained(last)
         if done["max_epochs"] > plan.max_epochs:
             raise TrainingDirError(f"{out_dir} holds a model trained for {done['max_epochs']} epochs; "
                                    f"it cannot be rewound to {plan.max_epochs}. Use a fresh directory")
@@ -146,20 +181,58 @@ def _train_or_load(plan: TrainingPlan, records: RecordSet, cfg: TrainConfig, out
     trainer = L.Trainer(
         max_epochs=plan.max_epochs, accelerator=cfg.accelerator, devices=cfg.devices,
         precision=cfg.precision,
-        limit_train_batches=None if cfg.limit_train_batches == 1.0 else cfg.limit_train_batches,
+        # Lightning's meaning: an int counts batches, a float is a fraction (1.0: all of them)
+        limit_train_batches=(None if isinstance(cfg.limit_train_batches, float) and cfg.limit_train_batches == 1.0
+                             else cfg.limit_train_batches),
         callbacks=[*plan.fresh_callbacks(), ModelCheckpoint(dirpath=out_dir, filename="last", save_top_k=1, enable_version_counter=False)],
         logger=CSVLogger(out_dir, name="logs"), default_root_dir=out_dir,
         enable_progress_bar=progress, enable_model_summary=progress,
         log_every_n_steps=cfg.log_every_n_steps,
         use_distributed_sampler=False,  # EpochSampler shards by rank itself and keeps the epoch
+        # with several GPUs, batch norm normalizes over the global batch, as one process would (and as the SSL
+        # papers train); single-device runs ignore it, and torch's SyncBatchNorm runs on GPUs only
+        sync_batchnorm=_on_gpus(cfg),
     )
     trainer.fit(module, datamodule=data, ckpt_path=last if last.exists() else None)
     if not last.exists():  # no epoch completed (e.g. a callback stopped at once): keep the model anyway
         trainer.save_checkpoint(last)
-    _write_json_atomic(done_file, {"checkpoint": LAST, "recipe": plan.recipe, "max_epochs": plan.max_epochs,
-                                   "epochs_run": trainer.current_epoch, "global_step": trainer.global_step,
-                                   "applied": list(plan.applied)})
+    if trainer.is_global_zero:
+        write_json(done_file, {"checkpoint": LAST, "recipe": plan.recipe, "max_epochs": plan.max_epochs,
+                               "epochs_run": trainer.current_epoch, "global_step": trainer.global_step,
+                               "applied": list(plan.applied)})
     return TrainedModel(last, plan.recipe, module.eval())
+
+
+def _read_done(path: Path) -> dict:
+    """Returns the contents of a done.json; raises ValueError naming it when damaged."""
+    done = read_json(path)
+    if not (isinstance(done, dict) and isinstance(done.get("max_epochs"), int)):
+        raise ValueError(f"{str(path)!r} lacks the integer 'max_epochs' a finished training records")
+    return done
+
+
+def _on_gpus(cfg: TrainConfig) -> bool:
+    """Returns True when the Trainer will run on CUDA devices."""
+    return cfg.accelerator in ("gpu", "cuda") or (cfg.accelerator == "auto" and torch.cuda.is_available())
+
+
+def read_checkpoint(path: Path) -> dict:
+    """Returns a checkpoint's contents, its tensors memory-mapped; raises CheckpointError naming the file."""
+    try:
+        try:
+            stored = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as err:
+            if "mmap" not in str(err):
+                raise
+            stored = torch.load(path, map_location="cpu", weights_only=True)  # the legacy format cannot be mapped
+    except Exception as err:  # torch raises RuntimeError, UnpicklingError, EOFError, KeyError... for damage
+        summary = str(err).splitlines()[0][:120] if str(err) else ""
+        raise CheckpointError(f"{path} is not a readable checkpoint: truncated, damaged, or not written by "
+                              f"torch.save ({type(err).__name__}: {summary}); train the model again or pass "
+                              "another file") from None
+    if not isinstance(stored, dict):
+        raise CheckpointError(f"{path} holds a {type(stored).__name__}, not a Lightning checkpoint")
+    return stored
 
 
 def load_trained(checkpoint: Path, map_location: str | torch.device = "cpu") -> TrainedModel:
@@ -167,13 +240,12 @@ def load_trained(checkpoint: Path, map_location: str | torch.device = "cpu") -> 
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
         raise FileNotFoundError(f"no checkpoint at {checkpoint}; train the model first")
-    stored = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    name = stored.get(CHECKPOINT_RECIPE_KEY)
+    name = read_checkpoint(checkpoint).get(CHECKPOINT_RECIPE_KEY)
     if name not in RECIPES:
         raise ValueError(f"{checkpoint} was not written by a dejavu-bench recipe (recipe {name!r})")
     module = RECIPES[name].load_from_checkpoint(checkpoint, map_location=map_location, weights_only=True)
     return TrainedModel(checkpoint, name, module.eval())
 
 
-__all__ = ["TrainConfig", "TrainedModel", "TrainingDirError", "expanded_length", "load_trained",
-           "matched_length", "train_model"]
+__all__ = ["CheckpointError", "TrainConfig", "TrainedModel", "TrainingDirError", "expanded_length",
+           "load_trained", "matched_length", "read_checkpoint", "train_model"]

@@ -17,12 +17,13 @@ from dejavu.attacks.common import StatsConfig, class_index, gap_rows, pct, requi
 from dejavu.crops import CropResult
 from dejavu.embed import Embeddings, embed_records
 from dejavu.encoders import Encoder
-from dejavu.knn import Neighbours, search
+from dejavu.knn import ApproximateIndex, Neighbours, search
 from dejavu.metrics import (
     AttackedSplit,
     VoteResult,
     bootstrap_auroc,
     direction_gap_stat,
+    label_log_likelihood,
     label_vote,
     sample_scores,
     subset_gap_pvalue,
@@ -40,6 +41,8 @@ class ImageTestConfig:
     k: int = 100
     metric: str = "l2"  # squared L2 on un-normalized embeddings, as published; or "cosine"
     backend: str = "auto"
+    index: ApproximateIndex | None = None  # None: exact search, as published; or a faiss IVF/HNSW index
+    device: str | None = None  # where the search runs: None with the embeddings (CPU), "auto" a GPU if present
     top_p: tuple[float, ...] = (0.05, 0.2, 1.0)
     pvalue_p: float = 0.2  # the top-p level of the canary permutation test
     stats: StatsConfig = field(default_factory=StatsConfig)
@@ -55,6 +58,7 @@ class LabelAttack:
     labels: np.ndarray  # true class numbers
     vote: VoteResult
     neighbours: Neighbours  # rows of the public set
+    log_likelihood: np.ndarray  # log p(true label) under the soft neighbour vote (dejavu.metrics.likelihood)
 
     @property
     def correct(self) -> np.ndarray:
@@ -89,9 +93,10 @@ class PublicIndex:
                              f"dims but public images in {self.embeddings.dim}; its embedding width must not "
                              f"depend on the input image size (resize in image_transform)")
         nbrs = search(crops.vectors, self.embeddings.vectors, self.cfg.k, metric=self.cfg.metric,
-                      backend=self.cfg.backend)
-        vote = label_vote(self.labels[nbrs.indices.numpy()], nbrs.distances.numpy(), self.n_classes)
-        return LabelAttack(crops.ids, labels, vote, nbrs)
+                      backend=self.cfg.backend, device=self.cfg.device, index=self.cfg.index)
+        nbr_labels, dists = self.labels[nbrs.indices.numpy()], nbrs.distances.numpy()
+        vote = label_vote(nbr_labels, dists, self.n_classes)
+        return LabelAttack(crops.ids, labels, vote, nbrs, label_log_likelihood(nbr_labels, dists, labels, self.n_classes))
 
 
 @dataclass
@@ -161,8 +166,9 @@ def image_two_model(target: Encoder, reference: Encoder, records: RecordSet, cro
                          cfg.top_p, cfg.stats)
 
     frame = per_record_frame(attacked, votes, canary)
-    rows += canary_rows(TEST, splits["A"], canary["A"], frame[frame.split == "A"].score.to_numpy(), cfg.pvalue_p,
-                        cfg.stats)
+    in_a = frame[frame.split == "A"]
+    rows += canary_rows(TEST, splits["A"], canary["A"], in_a.score.to_numpy(), cfg.pvalue_p, cfg.stats,
+                        llr=in_a.llr.to_numpy())
     return ImageTestResult(rows, frame, votes["A", "A"], public, classes)
 
 
@@ -194,6 +200,21 @@ def image_target_only(target: Encoder, records: RecordSet, crops: CropResult,
     return ImageTestResult([], frame, t, public, classes)
 
 
+def attack_split(target: Encoder, records: RecordSet, crops: CropResult, split: str, classes: dict[str, int],
+                 cfg: ImageTestConfig = ImageTestConfig(), *, cache_dir: Path | None = None,
+                 progress: bool = True) -> LabelAttack:
+    """Returns the target's vote on the background crops of `split`, e.g. the eval records of a null.
+
+    `classes` is the class numbering of the test the vote is compared with; a label it lacks gets
+    -1, which no neighbour vote can match.
+    """
+    public = labelled_public(records, cfg.k)
+    attacked = attacked_records(records, crops, split)
+    labels = np.array([classes.get(r.label, -1) for r in attacked], dtype=np.int64)
+    index = PublicIndex(target, public, classes, cfg, cache_dir, progress)
+    return index.attack(embed_crops(target, attacked, crops, cfg, cache_dir, progress), labels)
+
+
 def fit_labels(records: RecordSet) -> RecordSet:
     """Returns the labelled B records, whose labels the one-model estimators may predict."""
     return RecordSet([r for r in records if r.split == "B" and r.label is not None])
@@ -212,20 +233,27 @@ def per_record_frame(attacked: dict[str, RecordSet], votes: dict[tuple[str, str]
             "correct_target": t.correct, "correct_reference": r.correct,
             "entropy_target": t.vote.entropy, "entropy_reference": r.vote.entropy,
             "score": sample_scores(t.vote.entropy, r.vote.entropy, memorized),
+            "log_likelihood_target": t.log_likelihood, "log_likelihood_reference": r.log_likelihood,
+            "llr": t.log_likelihood - r.log_likelihood,
         }))
     return pd.concat(parts, ignore_index=True)
 
 
 def canary_rows(test: str, split_a: AttackedSplit, canary: np.ndarray, scores: np.ndarray, level: float,
-                stats: StatsConfig) -> list[Row]:
+                stats: StatsConfig, llr: np.ndarray | None = None) -> list[Row]:
     """Returns the canary permutation p-value of dv_gap@level and the AUROC of the sample-level score.
 
-    Both need canaries and other records in A; otherwise there are no rows. When the level keeps no
-    canary (floor(level * n_canary) = 0) the canary gap is undefined, and so is its p-value (NaN).
+    `canary_auroc` ranks by the published score (entropy gap of memorized records); with `llr`, the
+    per-record log-likelihood ratio of the true label, `canary_auroc@llr` ranks by it. All need
+    canaries and other records in A; otherwise there are no rows. When the level keeps no canary
+    (floor(level * n_canary) = 0) the canary gap is undefined, and so is its p-value (NaN).
     """
     if not canary.any() or canary.all():
         return []
     perm = subset_gap_pvalue(direction_gap_stat(split_a, level), canary, stats.n_permutations, stats.seed)
     p_value = perm.p_value if np.isfinite(perm.canary_gap) else float("nan")
-    return [Row(test, "canary", f"pvalue_dv_gap@{pct(level)}", p_value, n=perm.n_canary),
+    rows = [Row(test, "canary", f"pvalue_dv_gap@{pct(level)}", p_value, n=perm.n_canary),
             bootstrap_auroc(scores, canary, stats.n_bootstrap, stats.seed).row(test, "canary", "canary_auroc")]
+    if llr is not None:
+        rows.append(bootstrap_auroc(llr, canary, stats.n_bootstrap, stats.seed).row(test, "canary", "canary_auroc@llr"))
+    return rows

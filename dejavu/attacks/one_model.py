@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from dejavu.attacks.common import StatsConfig, gap_rows, subset_masks
-from dejavu.attacks.image import ImageTestResult, canary_rows
+from dejavu.attacks.common import StatsConfig, corrected_gap_rows, gap_rows, subset_masks
+from dejavu.attacks.image import ImageTestResult, LabelAttack, canary_rows
 from dejavu.crops import Crop, CropResult, crop_image
 from dejavu.metrics import AttackedSplit, bootstrap_indices, bootstrap_mean, sample_scores
 from dejavu.records import Record, RecordSet
@@ -47,34 +47,76 @@ def fit_split(records: RecordSet, crops: CropResult, split: str) -> RecordSet:
                      name=f"fit {split}")
 
 
+@dataclass(frozen=True)
+class FittedEstimator:
+    """A one-model estimator fit on B's background crops, and the crop features it reads."""
+
+    estimator: object
+    features: Callable[[Record, Crop], object]
+
+    def predict(self, records: RecordSet, crops: CropResult, ids: list[str]) -> ReferencePrediction:
+        """Returns the estimator's predictions for the crops of the records `ids`, in that order."""
+        attacked = [records.by_id(i) for i in ids]
+        return self.estimator.predict([self.features(r, crops.crops[r.id]) for r in attacked], ids)
+
+
+def naive_bayes_estimator(records: RecordSet, crops: CropResult, cfg: OneModelConfig) -> FittedEstimator:
+    """Returns naive Bayes fit on B's crop tags."""
+    nb = NaiveBayesReference(smoothing=cfg.nb_smoothing, normalize=cfg.nb_normalize)
+    return fit_estimator(nb, crop_tags, records, crops)
+
+
+def crop_classifier_estimator(records: RecordSet, crops: CropResult, cfg: OneModelConfig) -> FittedEstimator:
+    """Returns the crop classifier trained on B's crops."""
+    clf = CropClassifier(arch=cfg.crop_arch, image_size=cfg.crop_image_size, epochs=cfg.crop_epochs,
+                         seed=cfg.seed)
+    return fit_estimator(clf, crop_image, records, crops)
+
+
 def naive_bayes_reference(records: RecordSet, crops: CropResult, attacked_ids: list[str],
                           cfg: OneModelConfig) -> ReferencePrediction:
     """Returns naive-Bayes predictions for the attacked A crops, fit on B's crop tags."""
-    nb = NaiveBayesReference(smoothing=cfg.nb_smoothing, normalize=cfg.nb_normalize)
-    return fit_and_predict(nb, crop_tags, records, crops, attacked_ids)
+    return naive_bayes_estimator(records, crops, cfg).predict(records, crops, attacked_ids)
 
 
 def crop_classifier_reference(records: RecordSet, crops: CropResult, attacked_ids: list[str],
                               cfg: OneModelConfig) -> ReferencePrediction:
     """Returns crop-classifier predictions for the attacked A crops, trained on B's crops."""
-    clf = CropClassifier(arch=cfg.crop_arch, image_size=cfg.crop_image_size, epochs=cfg.crop_epochs,
-                         seed=cfg.seed)
-    return fit_and_predict(clf, crop_image, records, crops, attacked_ids)
+    return crop_classifier_estimator(records, crops, cfg).predict(records, crops, attacked_ids)
 
 
-def fit_and_predict(estimator, features: Callable[[Record, Crop], object], records: RecordSet, crops: CropResult,
-                    attacked_ids: list[str]) -> ReferencePrediction:
-    """Returns the estimator's predictions for the attacked crops after fitting it on B's crop features."""
+def fit_estimator(estimator, features: Callable[[Record, Crop], object], records: RecordSet,
+                  crops: CropResult) -> FittedEstimator:
+    """Returns the estimator fitted on the features and labels of B's background crops."""
     fit = fit_split(records, crops, "B")
     if len(fit) == 0:
         raise ValueError(f"split B has no labelled record with a background crop to fit the estimator on ({crops})")
     estimator.fit([features(r, crops.crops[r.id]) for r in fit], [r.label for r in fit])
-    attacked = [records.by_id(i) for i in attacked_ids]
-    return estimator.predict([features(r, crops.crops[r.id]) for r in attacked], attacked_ids)
+    return FittedEstimator(estimator, features)
+
+
+def estimator_split(ids: list[str], truth: list[str], correct_target, confidence_target,
+                    estimate: ReferencePrediction) -> AttackedSplit:
+    """Returns the target against the estimator on records `ids` with true label names `truth`.
+
+    The estimator's predictions must be in the order of `ids`; a record it has no opinion on
+    (pred None) counts as wrong.
+    """
+    if list(estimate.ids) != list(ids):
+        raise ValueError("the estimator's predictions are not in the order of the attacked records")
+    correct_est = np.array([p is not None and p == t for p, t in zip(estimate.pred, truth, strict=True)], dtype=bool)
+    return AttackedSplit(ids=ids, correct_target=correct_target, confidence_target=confidence_target,
+                         correct_reference=correct_est, confidence_reference=estimate.confidence)
+
+
+def null_split(target: LabelAttack, records: RecordSet, estimate: ReferencePrediction) -> AttackedSplit:
+    """Returns the target's vote against the estimator on records neither saw (eval): the null of the test."""
+    truth = [records.by_id(i).label for i in target.ids]
+    return estimator_split(target.ids, truth, target.correct, target.vote.confidence, estimate)
 
 
 def one_model_rows(test: str, two_model: ImageTestResult, estimate: ReferencePrediction,
-                   cfg: OneModelConfig) -> list[Row]:
+                   cfg: OneModelConfig, null: AttackedSplit | None = None) -> list[Row]:
     """Returns dv_gap@p and quadrants of the target against the estimator, and its agreement with model B.
 
     `two_model` may come from `image_target_only` (an off-the-shelf model without a reference
@@ -83,14 +125,17 @@ def one_model_rows(test: str, two_model: ImageTestResult, estimate: ReferencePre
     `agreement` is the fraction of attacked A records on which the estimator and the two-model
     reference (model B) are both right or both wrong. The sample-level score is the estimator's
     entropy minus the target's, as in the two-model test, for the canary AUROC.
+
+    `null` is the same comparison on the eval records (`null_split`). With it come its rows
+    (`null_dv_gap@p`, ..., subset `all`) and, per subset, `corrected_dv_gap@p` = gap - null gap: the
+    number comparable with the two-model test (SPEC section 5, "Null for one-model tests").
     """
     frame = target_frame(two_model, estimate.ids)
     names = {i: c for c, i in two_model.classes.items()}
-    truth = np.array([names[i] for i in frame.label])
-    correct_est = np.array([p is not None and p == t for p, t in zip(estimate.pred, truth, strict=True)])
-    split = AttackedSplit(ids=estimate.ids, correct_target=frame.correct_target.to_numpy(),
-                          confidence_target=-frame.entropy_target.to_numpy(),
-                          correct_reference=correct_est, confidence_reference=estimate.confidence)
+    truth = [names[i] for i in frame.label]
+    split = estimator_split(estimate.ids, truth, frame.correct_target.to_numpy(), -frame.entropy_target.to_numpy(),
+                            estimate)
+    correct_est = split.correct_reference
     has_model_b = "correct_reference" in frame
     agree = correct_est == frame.correct_reference.to_numpy() if has_model_b else None
     canary = frame.canary.to_numpy(dtype=bool)
@@ -104,7 +149,12 @@ def one_model_rows(test: str, two_model: ImageTestResult, estimate: ReferencePre
         idx = bootstrap_indices(int(mask.sum()), cfg.stats.n_bootstrap, cfg.stats.seed)
         rows.append(bootstrap_mean(agree[mask], idx).row(test, subset, "agreement"))
     scores = sample_scores(frame.entropy_target.to_numpy(), estimate.entropy, split.memorized())
-    return rows + canary_rows(test, split, canary, scores, cfg.pvalue_p, cfg.stats)
+    rows += canary_rows(test, split, canary, scores, cfg.pvalue_p, cfg.stats)
+    if null is not None and len(null):
+        rows += gap_rows(test, "all", null, None, cfg.top_p, cfg.stats, prefix="null_")
+        for subset, mask in subset_masks(canary).items():
+            rows += corrected_gap_rows(test, subset, split.subset(mask), null, cfg.top_p, cfg.stats)
+    return rows
 
 
 def target_frame(two_model: ImageTestResult, ids: list[str]) -> pd.DataFrame:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,17 +24,21 @@ from dejavu.metrics import (
     batched_top_l_gaps,
     bootstrap_aucg,
     bootstrap_auroc,
+    bootstrap_difference,
     bootstrap_indices,
     bootstrap_mean,
     bootstrap_ppg,
     bootstrap_prg,
     hits,
+    mean_gap_stat,
     multi_hot,
+    object_log_likelihood,
     object_vocabulary,
     ordering_score,
     pairwise_gap_stat,
     precision_recall,
     sample_order,
+    soft_object_counts,
     subset_gap_pvalue,
     top_l_gaps,
     top_t_objects,
@@ -89,10 +93,24 @@ class PublicObjects:
 
 @dataclass(frozen=True)
 class Retrieval:
-    """One model's object prediction for every query, with the distance to its nearest key."""
+    """One model's object prediction for every query, with the distance to its nearest key.
+
+    `soft_counts` [n, V] is the kernel-weighted number of the k neighbours holding each object
+    (`dejavu.metrics.likelihood`), from which the per-record log-likelihood ratio is computed.
+    """
 
     pred: np.ndarray  # bool [n, V]
     min_dist: np.ndarray
+    soft_counts: np.ndarray
+    k: int
+
+    def object_log_likelihood(self, truth: np.ndarray) -> np.ndarray:
+        """Returns float [n]: the mean log-probability of each record's true objects under its neighbours."""
+        return object_log_likelihood(truth, self.soft_counts, self.k)
+
+    def take(self, mask: np.ndarray) -> Retrieval:
+        """Returns the retrieval of the queries picked by a boolean mask."""
+        return Retrieval(self.pred[mask], self.min_dist[mask], self.soft_counts[mask], self.k)
 
 
 def caption_queries(records: RecordSet, split: str, vocabulary: tuple[str, ...]) -> CaptionQueries:
@@ -161,10 +179,11 @@ class CaptionRetriever:
                              f"{self.keys.shape[1]}; text-to-image search needs the joint image-text space "
                              f"(layer 'projector')")
         nbrs = search(q, self.keys, self.k, metric="cosine")
-        idx = nbrs.indices.numpy()
-        min_dist = nbrs.distances[:, 0].numpy().astype(np.float64)
+        idx, dists = nbrs.indices.numpy(), nbrs.distances.numpy()
+        min_dist = dists[:, 0].astype(np.float64)
+        soft = soft_object_counts(self.public.objects, idx, dists)
         preds = [union_objects(self.public.objects, idx)] + [top_t_objects(self.public.objects, idx, t) for t in top_ts]
-        return [Retrieval(pred, min_dist) for pred in preds]
+        return [Retrieval(pred, min_dist, soft, self.k) for pred in preds]
 
 
 def pair_rows(test: str, subset: str, truth: np.ndarray, a: Retrieval, b: Retrieval, stats: StatsConfig,
@@ -221,8 +240,37 @@ def subset_pair_rows(test: str, queries: CaptionQueries, a: Retrieval, b: Retrie
     rows: list[Row] = []
     for subset, mask in subset_masks(canary).items():
         if mask.any():
-            rows += pair_rows(test, subset, queries.truth[mask], _take(a, mask), _take(b, mask), stats, suffix)
+            rows += pair_rows(test, subset, queries.truth[mask], a.take(mask), b.take(mask), stats, suffix)
     return rows
+
+
+def corrected_pair_rows(test: str, queries: CaptionQueries, a: Retrieval, b: Retrieval, null: CaptionQueries,
+                        null_a: Retrieval, null_b: Retrieval, stats: StatsConfig, suffix: str = "") -> list[Row]:
+    """Returns corrected_ppg, corrected_prg and corrected_aucg per subset: each gap minus its null on eval.
+
+    The null is the same comparison on the eval captions, which neither model saw: what the two
+    retrievers' difference in predictive power produces without memorization. Only the corrected
+    gap compares a one-model test with the two-model one (SPEC section 5).
+    """
+    nulls = gap_stats(null.truth, null_a, null_b)
+    canary = np.array([r.is_canary for r in queries.records])
+    rows: list[Row] = []
+    for subset, mask in subset_masks(canary).items():
+        if not mask.any():
+            continue
+        for name, stat in gap_stats(queries.truth[mask], a.take(mask), b.take(mask)).items():
+            interval = bootstrap_difference(stat, int(mask.sum()), nulls[name], null.truth.shape[0],
+                                            stats.n_bootstrap, stats.seed)
+            rows.append(interval.row(test, subset, f"corrected_{name}{suffix}"))
+    return rows
+
+
+def gap_stats(truth: np.ndarray, a: Retrieval, b: Retrieval) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
+    """Returns the batched statistic of each population gap (ppg, prg, aucg) over record positions."""
+    prec_a, rec_a = precision_recall(truth, a.pred)
+    prec_b, rec_b = precision_recall(truth, b.pred)
+    return {"ppg": pairwise_gap_stat(prec_a, prec_b), "prg": pairwise_gap_stat(rec_a, rec_b),
+            "aucg": mean_gap_stat(rec_a, rec_b)}
 
 
 def caption_canary_rows(test: str, queries: CaptionQueries, a: Retrieval, b: Retrieval,
@@ -230,8 +278,10 @@ def caption_canary_rows(test: str, queries: CaptionQueries, a: Retrieval, b: Ret
     """Returns the canary permutation p-value of PPG and how well each sample-level ordering ranks canaries.
 
     `canary_auroc` is the AUROC of the memorization score `max_pred_gap`; `canary_auroc@crct_pred` and
-    `canary_auroc@min_dist` rank by the target's own success. All carry a bootstrap interval. Both
-    need canaries and other records among the queries; otherwise there are no rows.
+    `canary_auroc@min_dist` rank by the target's own success; `canary_auroc@llr` by the continuous
+    score, the log-likelihood ratio of the record's objects under the target's and the reference's
+    neighbours (`dejavu.metrics.likelihood`). All carry a bootstrap interval. Both need canaries and
+    other records among the queries; otherwise there are no rows.
     """
     canary = np.array([r.is_canary for r in queries.records])
     if not canary.any() or canary.all():
@@ -245,6 +295,8 @@ def caption_canary_rows(test: str, queries: CaptionQueries, a: Retrieval, b: Ret
         score = ordering_score(ordering, min_dist=a.min_dist, hits_a=hits_a, hits_b=hits_b)
         metric = "canary_auroc" if ordering == "max_pred_gap" else f"canary_auroc@{ordering}"
         rows.append(bootstrap_auroc(score, canary, stats.n_bootstrap, stats.seed).row(test, "canary", metric))
+    llr = a.object_log_likelihood(queries.truth) - b.object_log_likelihood(queries.truth)
+    rows.append(bootstrap_auroc(llr, canary, stats.n_bootstrap, stats.seed).row(test, "canary", "canary_auroc@llr"))
     return rows
 
 
@@ -255,7 +307,8 @@ def vlm_two_model(target: Encoder, reference: Encoder, records: RecordSet, cfg: 
     The null (SPEC: "always show the null") comes from the eval records, which neither model saw:
     the top-L gaps there are what selection alone produces (rows `null_top_l_*`), and PPG/PRG/AUCG
     there (`null_ppg`, ...) are what a difference between the two models produces without
-    memorization. Only the part of a gap above its null is memorization.
+    memorization. Only the part of a gap above its null is memorization: `corrected_ppg`, ... per
+    subset, the numbers to compare with the one-model test's.
     """
     public, queries = attacked_captions(records)
     retrievers = [CaptionRetriever(m, public, cfg.index, cfg.k, cache_dir=cache_dir, batch_size=cfg.batch_size,
@@ -270,6 +323,7 @@ def vlm_two_model(target: Encoder, reference: Encoder, records: RecordSet, cfg: 
         (na,), (nb,) = (r.retrieve(null.records) for r in retrievers)
         rows += top_l_rows(TEST, "null_", null.records.ids, null.truth, na, nb, cfg.phis, cfg.stats)
         rows += pair_rows(TEST, "all", null.truth, na, nb, cfg.stats, prefix="null_")
+        rows += corrected_pair_rows(TEST, queries, a, b, null, na, nb, cfg.stats)
     else:
         log.warning("no eval record has a caption and objects, so the top-L null curve is missing; "
                     "top-L gaps alone overstate memorization")
@@ -283,16 +337,28 @@ def vlm_one_model_text(target: Encoder, text_model: Encoder, records: RecordSet,
 
     The text-only model sees only captions, so what it retrieves is what the caption alone
     reveals; rows without a suffix are the target's t2i, rows with `_t2t` its t2t.
+
+    The text model is a better retriever than the target even on captions neither saw, so the raw
+    gap mixes memorization with that difference. The null (`null_ppg`, ...: the same comparison on
+    the eval captions) measures it, and `corrected_ppg`, ... (gap - null) are the numbers comparable
+    with the two-model test (SPEC section 5, "Null for one-model tests").
     """
     public, queries = attacked_captions(records)
+    null = caption_queries(records, "eval", public.vocabulary)
+    if not len(null.records):
+        log.warning("no eval record has a caption and objects, so the one-model caption test has no null; "
+                    "its raw gap mixes memorization with the text model's better retrieval")
     kw = dict(cache_dir=cache_dir, batch_size=cfg.batch_size, progress=progress)
-    (ref,) = CaptionRetriever(text_model, public, "t2t", cfg.k, **kw).retrieve(queries.records)
+    text = CaptionRetriever(text_model, public, "t2t", cfg.k, **kw)
+    (ref,) = text.retrieve(queries.records)
+    null_ref = text.retrieve(null.records)[0] if len(null.records) else None
     rows = excluded_rows(TEXT_TEST, queries.excluded)
     for index, suffix in (("t2i", ""), ("t2t", "_t2t")):
-        (tgt,) = CaptionRetriever(target, public, index, cfg.k, **kw).retrieve(queries.records)
+        retriever = CaptionRetriever(target, public, index, cfg.k, **kw)
+        (tgt,) = retriever.retrieve(queries.records)
         rows += subset_pair_rows(TEXT_TEST, queries, tgt, ref, cfg.stats, suffix)
+        if null_ref is not None:
+            (null_tgt,) = retriever.retrieve(null.records)
+            rows += pair_rows(TEXT_TEST, "all", null.truth, null_tgt, null_ref, cfg.stats, suffix, prefix="null_")
+            rows += corrected_pair_rows(TEXT_TEST, queries, tgt, ref, null, null_tgt, null_ref, cfg.stats, suffix)
     return rows
-
-
-def _take(r: Retrieval, mask: np.ndarray) -> Retrieval:
-    return Retrieval(r.pred[mask], r.min_dist[mask])

@@ -63,18 +63,20 @@ def check_spec(spec: str) -> tuple[str, list[str]]:
 
 
 def load_dataset(spec: str, *, root: str | Path = "data", seed: int = 0, on_error: str = "error",
-                 scenes_overrides: dict | None = None) -> RecordSet:
+                 scenes_overrides: dict | None = None, allow_outside: bool = False) -> RecordSet:
     """Returns the records named by `spec` (see the module docstring); missing paths fail before any work.
 
     `scenes_overrides` changes ScenesConfig fields of the embedded benchmark (e.g. {"n_canaries": 0}).
+    Image paths must stay inside the dataset's folder (symlinks resolved) unless `allow_outside` is set.
     """
     kind, args = check_spec(spec)
     if kind == "scenes":
         preset, overrides = args[0], dict(scenes_overrides or {})
         return load_scenes(scenes_dir(root, preset, seed, overrides), preset, seed, **overrides)
     paths = [Path(p) for p in args]
+    kw = dict(on_error=on_error, allow_outside=allow_outside)
     if kind == "manifest":
-        return read_manifest(paths[0], on_error=on_error)
+        return read_manifest(paths[0], **kw)
     if kind == "imagenet":
-        return read_imagenet(*paths, on_error=on_error)
-    return read_coco(*paths, on_error=on_error)
+        return read_imagenet(*paths, **kw)
+    return read_coco(*paths, **kw)

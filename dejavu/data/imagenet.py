@@ -55,9 +55,10 @@ def _sorted_entries(folder: Path) -> list[os.DirEntry]:
         return sorted(entries, key=lambda e: e.name)
 
 
-def _record(image: Path, wnid: str, bbox_dir: Path | None) -> Record:
-    """Returns the record of one ImageNet training image."""
+def _record(image: Path, wnid: str, bbox_dir: Path | None, checker: RecordChecker) -> Record:
+    """Returns the record of one ImageNet training image (checked to lie inside the folder before it is opened)."""
     record_id = image.stem
+    checker.inside(image, record_id=record_id, file=image)
     xml_path = bbox_dir / wnid / f"{record_id}.xml" if bbox_dir is not None else None
     if xml_path is not None and xml_path.is_file():
         width, height, boxes = parse_voc(xml_path, record_id)
@@ -77,18 +78,21 @@ def iter_imagenet(train_dir: Path, bbox_dir: Path | None, checker: RecordChecker
         for entry in _sorted_entries(Path(class_entry.path)):
             if Path(entry.name).suffix.lower() not in IMAGE_SUFFIXES:
                 continue
-            record = checker.accept(lambda e=entry, w=class_entry.name: _record(Path(e.path), w, bbox_dir))
+            record = checker.accept(lambda e=entry, w=class_entry.name: _record(Path(e.path), w, bbox_dir, checker))
             if record is not None:
                 yield record
 
 
 def read_imagenet(train_dir: str | Path, bbox_dir: str | Path | None = None, *,
-                  on_error: str = "error") -> LoadedRecords:
-    """Returns the records of an ImageNet training folder, with boxes from `bbox_dir` where present."""
+                  on_error: str = "error", allow_outside: bool = False) -> LoadedRecords:
+    """Returns the records of an ImageNet training folder, with boxes from `bbox_dir` where present.
+
+    Images (symlinks resolved) must lie inside `train_dir` unless `allow_outside` is set.
+    """
     train_dir = Path(train_dir)
     bbox_dir = Path(bbox_dir) if bbox_dir is not None else None
     for path in (train_dir, bbox_dir):
         if path is not None and not path.is_dir():
             raise FileNotFoundError(f"ImageNet folder {str(path)!r} does not exist")
-    checker = RecordChecker(on_error)
+    checker = RecordChecker(on_error, images_root=train_dir, allow_outside=allow_outside)
     return checker.collect(iter_imagenet(train_dir, bbox_dir, checker), name=str(train_dir))

@@ -6,6 +6,10 @@ One record per line: `id`, `image` (relative to the folder), `width`, `height`, 
 lines and never opens an image. Every problem either raises a RecordError naming the line, id and file
 (`on_error="error"`, the default) or is counted by reason (`on_error="exclude"`); nothing is dropped
 silently.
+
+Image paths must stay inside the dataset folder once resolved (symlinks followed): a manifest cannot
+make the suite read `/etc/passwd` or `../../secret.png`. `allow_outside=True` (the command line's
+`--allow-outside-paths`) trusts the manifest instead.
 """
 
 from __future__ import annotations
@@ -13,12 +17,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from dejavu.records import SPLITS, Box, Record, RecordError, RecordSet
+from dejavu.files import atomic_open
+from dejavu.records import MAX_REPEAT, SPLITS, Box, Record, RecordError, RecordSet
 
 JSONL = "manifest.jsonl"
 PARQUET = "manifest.parquet"
@@ -47,21 +51,41 @@ class LoadedRecords(RecordSet):
 
 
 class RecordChecker:
-    """Validates records as a reader makes them: raises, or counts exclusions by reason."""
+    """Validates records as a reader makes them: raises, or counts exclusions by reason.
 
-    def __init__(self, on_error: str = "error"):
+    With `images_root`, every record's image must resolve (symlinks followed) inside that folder,
+    unless `allow_outside` says the dataset is trusted.
+    """
+
+    def __init__(self, on_error: str = "error", *, images_root: str | Path | None = None,
+                 allow_outside: bool = False):
         if on_error not in ON_ERROR:
             raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
         self.on_error = on_error
         self.exclusions: Counter = Counter()
         self.excluded: list[str] = []  # the full messages, so a report can say exactly what was left out
         self._seen: set[str] = set()
+        self.images_root = Path(images_root) if images_root is not None else None
+        self._real_root = os.path.realpath(images_root) if images_root is not None and not allow_outside else None
+
+    def inside(self, image: Path, *, record_id: str | None, file: str | Path | None) -> Path:
+        """Returns `image` if it resolves inside the images root (or no root is enforced); raises InvalidRecord."""
+        if self._real_root is None:
+            return image
+        real = os.path.realpath(image)
+        if os.path.commonpath([self._real_root, real]) != self._real_root:
+            raise InvalidRecord("outside-folder", f"image {str(image)!r} resolves to {real!r}, outside the dataset "
+                                f"folder {str(self.images_root)!r}; move the image into the folder, or pass "
+                                "--allow-outside-paths (allow_outside=True) if you trust this dataset",
+                                record_id=record_id, file=file)
+        return image
 
     def accept(self, make_record) -> Record | None:
         """Returns the record `make_record()` builds if it is valid; None if excluded (and counted)."""
         try:
             record = make_record()
             check_record(record)
+            self.inside(record.image, record_id=record.id, file=record.source)
             if record.id in self._seen:
                 raise InvalidRecord("duplicate-id", "duplicate id; ids must be unique across the dataset",
                                     record_id=record.id, file=record.source)
@@ -97,8 +121,9 @@ def check_record(record: Record) -> None:
         raise InvalidRecord("empty-caption", "caption is empty; use null for no caption", **where)
     if record.split is not None and record.split not in SPLITS:
         raise InvalidRecord("bad-split", f"split {record.split!r} is not one of {SPLITS} or null", **where)
-    if record.repeat < 1:
-        raise InvalidRecord("bad-repeat", f"repeat must be an integer >= 1, got {record.repeat}", **where)
+    if not 1 <= record.repeat <= MAX_REPEAT:
+        raise InvalidRecord("bad-repeat", f"repeat must be an integer in [1, {MAX_REPEAT}] (times the record is "
+                            f"seen per epoch), got {record.repeat}", **where)
 
 
 def _box(value, where: dict) -> Box:
@@ -169,9 +194,15 @@ def record_from_dict(obj, *, root: Path, source: Path, line: int) -> Record:
 
 
 def _jsonl_rows(path: Path) -> Iterator[tuple[int, object]]:
-    """Yields (line number, parsed JSON) for each non-blank line; a bad line raises InvalidRecord."""
-    with path.open(encoding="utf-8") as lines:
-        for number, text in enumerate(lines, start=1):
+    """Yields (line number, parsed JSON, or the InvalidRecord of a bad line) for each non-blank line."""
+    with path.open("rb") as lines:  # bytes: a line that is not UTF-8 is one bad line, not a failed file
+        for number, raw in enumerate(lines, start=1):
+            try:
+                text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as err:
+                yield number, InvalidRecord("not-utf8", f"line {number} is not UTF-8 (byte 0x{raw[err.start]:02x} "
+                                            f"at column {err.start + 1}); save the manifest as UTF-8", file=path)
+                continue
             if not text.strip():
                 continue
             try:
@@ -183,10 +214,16 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[int, object]]:
 
 def _parquet_rows(path: Path) -> Iterator[tuple[int, object]]:
     """Yields (row number, row dict) for a parquet manifest, streaming it in batches."""
+    import pyarrow
     import pyarrow.parquet as pq
 
+    try:
+        batches = pq.ParquetFile(path).iter_batches(batch_size=65536)
+    except (pyarrow.ArrowException, OSError) as err:
+        raise RecordError(f"not a readable parquet file ({err}); write it again or use manifest.jsonl",
+                          file=path) from None
     number = 0
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=65536):
+    for batch in batches:
         for row in batch.to_pylist():
             number += 1
             yield number, row
@@ -219,24 +256,20 @@ def iter_manifest(folder: str | Path, checker: RecordChecker) -> Iterator[Record
             yield record
 
 
-def read_manifest(folder: str | Path, *, on_error: str = "error") -> LoadedRecords:
-    """Returns the records of a manifest folder; with on_error="exclude", bad rows are counted, not raised."""
-    checker = RecordChecker(on_error)
+def read_manifest(folder: str | Path, *, on_error: str = "error", allow_outside: bool = False) -> LoadedRecords:
+    """Returns the records of a manifest folder; with on_error="exclude", bad rows are counted, not raised.
+
+    Images must lie inside `folder` (symlinks resolved) unless `allow_outside` is set.
+    """
+    checker = RecordChecker(on_error, images_root=folder, allow_outside=allow_outside)
     return checker.collect(iter_manifest(folder, checker), name=str(folder))
 
 
 def write_manifest(records: Iterable[Record], folder: str | Path) -> Path:
     """Returns the path of the `manifest.jsonl` written atomically into `folder` (image paths relative)."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     target = folder / JSONL
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".manifest-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            for record in records:
-                out.write(json.dumps(record.to_json(root=folder), ensure_ascii=False) + "\n")
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(target, "w", encoding="utf-8") as out:
+        for record in records:
+            out.write(json.dumps(record.to_json(root=folder), ensure_ascii=False) + "\n")
     return target

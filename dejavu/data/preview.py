@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 import textwrap
 from collections.abc import Iterable
 from pathlib import Path
 
+from dejavu.files import atomic_path
 from dejavu.records import Record
 
 
@@ -39,13 +38,9 @@ def write_preview(records: Iterable[Record], path: str | Path, n: int = 12, colu
         ax.set_title(title, fontsize=8)
     fig.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".preview-", suffix=".png")
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=100)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=100)
     finally:
         plt.close(fig)
-        Path(tmp).unlink(missing_ok=True)
     return path

@@ -23,11 +23,11 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-from filelock import FileLock
 from PIL import Image
 
 from dejavu.data.assets import SCENES, class_names, emoji_sprite, scene_photo
 from dejavu.data.manifest import JSONL, read_manifest, write_manifest
+from dejavu.files import file_lock, write_json
 from dejavu.records import Box, Record, RecordSet
 
 # Bump when the rendering changes, so that cached builds of an older generator are rebuilt.
@@ -291,13 +291,6 @@ def _make_record(plan: Plan, config: ScenesConfig, seed: int, preferred: dict[st
                   repeat=plan.repeat, source=str(out_dir / JSONL))
 
 
-def _write_marker(out_dir: Path, payload: dict) -> None:
-    """Writes the build marker atomically (temporary file, then rename)."""
-    tmp = out_dir / f".{MARKER}.tmp"
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True))
-    tmp.replace(out_dir / MARKER)
-
-
 def read_marker(out_dir: str | Path) -> dict | None:
     """Returns the build marker of a scenes folder (config, counts, build time), or None if absent."""
     path = Path(out_dir) / MARKER
@@ -316,7 +309,7 @@ def build_scenes(out_dir: str | Path, preset: str | ScenesConfig = "default", se
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     # Concurrent sweep jobs ask for the same dataset: one builds it, the others wait and reuse it.
-    with FileLock(out_dir / BUILD_LOCK):
+    with file_lock(out_dir / BUILD_LOCK):
         _build_locked(out_dir, config, seed, workers)
     return out_dir
 
@@ -330,7 +323,7 @@ def _build_locked(out_dir: Path, config: ScenesConfig, seed: int, workers: int) 
             return
         # A different or interrupted build of ours: its images would be stale.
         shutil.rmtree(out_dir / "images", ignore_errors=True)
-    _write_marker(out_dir, {"key": key, "complete": False})
+    write_json(out_dir / MARKER, {"key": key, "complete": False})
 
     start = time.perf_counter()
     plans = plan_records(config, seed)
@@ -350,7 +343,7 @@ def _build_locked(out_dir: Path, config: ScenesConfig, seed: int, workers: int) 
     seconds = time.perf_counter() - start
 
     counts = {split: sum(r.split == split for r in records) for split in ("A", "B", "public", "eval")}
-    _write_marker(out_dir, {
+    write_json(out_dir / MARKER, {
         "key": key, "complete": True, "seed": seed, "config": asdict(config), "version": GENERATOR_VERSION,
         "counts": counts, "n_canaries": sum(r.is_canary for r in records),
         "canary_repeat": config.canary_repeat, "classes": class_names(config.n_classes),

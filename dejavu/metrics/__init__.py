@@ -6,6 +6,7 @@ from dejavu.metrics.image import (
     Gap,
     VoteResult,
     confidence_order,
+    count_entropy,
     dejavu_gap,
     direction_gap,
     label_vote,
@@ -17,6 +18,12 @@ from dejavu.metrics.image import (
     top_p_accuracy,
     top_p_curve,
 )
+from dejavu.metrics.likelihood import (
+    label_log_likelihood,
+    neighbour_weights,
+    object_log_likelihood,
+    soft_object_counts,
+)
 from dejavu.metrics.stats import (
     Interval,
     SubsetTest,
@@ -25,6 +32,7 @@ from dejavu.metrics.stats import (
     bootstrap_aucg,
     bootstrap_auroc,
     bootstrap_dejavu_gap,
+    bootstrap_difference,
     bootstrap_indices,
     bootstrap_mean,
     bootstrap_ppg,
@@ -32,6 +40,7 @@ from dejavu.metrics.stats import (
     bootstrap_quadrants,
     bootstrap_top_p_accuracy,
     direction_gap_stat,
+    mean_gap_stat,
     pairwise_gap_stat,
     subset_gap_pvalue,
 )
@@ -54,12 +63,14 @@ from dejavu.metrics.vlm import (
 )
 
 __all__ = [
-    "QUADRANTS", "AttackedSplit", "Gap", "Interval", "SubsetTest", "VoteResult", "aucg", "auroc",
-    "batched_top_l_gaps", "batched_top_p_curve", "bootstrap_aucg", "bootstrap_auroc", "bootstrap_dejavu_gap", "bootstrap_indices", "bootstrap_mean",
-    "bootstrap_ppg", "bootstrap_prg", "bootstrap_quadrants", "bootstrap_top_p_accuracy", "confidence_order",
-    "dejavu_gap", "direction_gap", "direction_gap_stat", "hits", "label_vote", "log_spaced_phis",
-    "most_memorized", "multi_hot", "object_vocabulary", "ordering_score", "pairwise_gap_stat", "ppg",
-    "precision_recall", "prg", "quadrant_masks", "quadrants", "recall_auc", "sample_order", "sample_scores",
+    "AttackedSplit", "Gap", "Interval", "QUADRANTS", "SubsetTest", "VoteResult", "aucg", "auroc",
+    "batched_top_l_gaps", "batched_top_p_curve", "bootstrap_aucg", "bootstrap_auroc", "bootstrap_dejavu_gap",
+    "bootstrap_difference", "bootstrap_indices", "bootstrap_mean", "bootstrap_ppg", "bootstrap_prg",
+    "bootstrap_quadrants", "bootstrap_top_p_accuracy", "confidence_order", "count_entropy", "dejavu_gap",
+    "direction_gap", "direction_gap_stat", "hits", "label_log_likelihood", "label_vote", "log_spaced_phis",
+    "mean_gap_stat", "most_memorized", "multi_hot", "neighbour_weights", "object_log_likelihood",
+    "object_vocabulary", "ordering_score", "pairwise_gap_stat", "ppg", "precision_recall", "prg",
+    "quadrant_masks", "quadrants", "recall_auc", "sample_order", "sample_scores", "soft_object_counts",
     "subset_gap_pvalue", "symmetric_quadrants", "top_l_gaps", "top_p_accuracy", "top_p_curve",
     "top_t_objects", "union_objects",
 ]

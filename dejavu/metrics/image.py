@@ -70,32 +70,61 @@ def label_vote(neighbour_labels, neighbour_dists, n_classes: int) -> VoteResult:
     if not np.isfinite(dists).all():
         raise ValueError("neighbour distances must be finite")
     n, k = labels.shape
+    bits = max(1, (k - 1).bit_length())  # a slot number 0..k-1 fits in `bits` bits
+    if 3 * bits + 1 > 63:
+        raise ValueError(f"k={k} neighbours is too many to rank in one int64 key per label")
+    slots = np.arange(k)
+    row_start = (np.arange(n) * k)[:, None]
     # Sorting each row by label makes every (record, label) pair one run; a run's first slot
     # carries its count and summed distance, the other slots stay empty (count 0, distance inf).
-    by_label = np.argsort(labels, axis=1, kind="stable")
-    sorted_labels = np.take_along_axis(labels, by_label, axis=1).astype(np.int64)
-    sorted_dists = np.take_along_axis(dists, by_label, axis=1)
+    # Label and slot packed in one unique int64 sort in neighbour order within a label, as a stable
+    # argsort would, but by numpy's much faster unstable sort.
+    by_label = np.sort((labels.astype(np.int64) << bits) | slots, axis=1)
+    sorted_labels = by_label >> bits
+    sorted_dists = dists.ravel()[row_start + (by_label & (2**bits - 1))]
     starts = np.ones((n, k), dtype=bool)
     starts[:, 1:] = sorted_labels[:, 1:] != sorted_labels[:, :-1]
     first = np.flatnonzero(starts)
     counts = np.diff(first, append=n * k)
-    count_at = np.zeros((n, k), dtype=np.int16 if k < 2**15 else np.int64)  # int16 sorts by radix
+    count_at = np.zeros((n, k), dtype=np.int64)
     dist_at = np.full((n, k), np.inf)
     count_at.ravel()[first] = counts
     dist_at.ravel()[first] = np.add.reduceat(sorted_dists.ravel(), first)
 
-    # Two stable row sorts rank by count, then summed distance, then label (the run order).
-    by_dist = np.argsort(dist_at, axis=1, kind="stable")
-    by_count = np.argsort(-np.take_along_axis(count_at, by_dist, axis=1), axis=1, kind="stable")
-    ranked = np.take_along_axis(by_dist, by_count, axis=1)[:, :5]
+    # Rank by count, then summed distance, then label (the run order): one sort of unique int64 keys
+    # (k - count, rank of the distance in its row, slot). Equal distances share a rank, so the
+    # unstable sort that finds the ranks cannot reorder them.
+    by_dist = row_start + np.argsort(dist_at, axis=1)
+    ordered = dist_at.ravel()[by_dist]
+    dist_rank = np.zeros((n, k), dtype=np.int64)
+    dist_rank.ravel()[by_dist[:, 1:]] = np.cumsum(ordered[:, 1:] != ordered[:, :-1], axis=1)
+    ranked = row_start + (np.sort(((k - count_at) << 2 * bits) | (dist_rank << bits) | slots, axis=1)[:, :5]
+                          & (2**bits - 1))
     top5 = np.full((n, 5), -1, dtype=np.int64)
-    top5[:, : ranked.shape[1]] = np.where(np.take_along_axis(count_at, ranked, axis=1) > 0,
-                                          np.take_along_axis(sorted_labels, ranked, axis=1), -1)
+    top5[:, : ranked.shape[1]] = np.where(count_at.ravel()[ranked] > 0, sorted_labels.ravel()[ranked], -1)
     pred = top5[:, 0].copy()
 
-    share = counts / k
-    entropy = np.bincount(first // k, weights=-share * np.log(share), minlength=n).astype(np.float64)
+    entropy = count_entropy(count_at, k)
     return VoteResult(pred=pred, top5=top5, entropy=entropy, confidence=0.0 - entropy)
+
+
+def count_entropy(counts, k: int) -> np.ndarray:
+    """Returns float [n]: the entropy in nats of each row's label counts (zeros allowed), out of k votes.
+
+    The terms -(c/k) log(c/k) are summed in ascending order of c, one column at a time, never in
+    class order: two records with the same counts in any class order get bit-for-bit the same
+    entropy, so top-p breaks their tie by id (SPEC section 3), not by rounding.
+    """
+    c = np.asarray(counts, dtype=np.int64)
+    if c.ndim != 2 or (c < 0).any() or (c.sum(axis=1) != k).any():
+        raise ValueError(f"need an [n, m] matrix of non-negative counts summing to k={k} per row")
+    c = np.sort(c, axis=1)
+    share = c / k
+    terms = -share * np.log(np.where(c > 0, share, 1.0))  # a zero count adds exactly 0
+    entropy = np.zeros(c.shape[0])
+    for j in range(c.shape[1]):  # a fixed left-to-right order; np.sum's blocking may vary by layout
+        entropy += terms[:, j]
+    return entropy
 
 
 def confidence_order(confidence, ids) -> np.ndarray:

@@ -149,8 +149,7 @@ def bootstrap_mean(values, idx, value: float | None = None) -> Interval:
 
 def bootstrap_aucg(rec_a, rec_b, idx) -> Interval:
     """Returns AUCG with its bootstrap interval; a resample's AUC is its mean recall (exact identity)."""
-    diff = np.asarray(rec_a, dtype=np.float64) - np.asarray(rec_b, dtype=np.float64)
-    return percentile_interval(aucg(rec_a, rec_b), diff[np.asarray(idx)].mean(axis=1), diff.size)
+    return percentile_interval(aucg(rec_a, rec_b), mean_gap_stat(rec_a, rec_b)(np.asarray(idx)), np.asarray(rec_a).size)
 
 
 def direction_gap_stat(split: AttackedSplit, p: float) -> BatchedStat:
@@ -168,6 +167,25 @@ def pairwise_gap_stat(a, b) -> BatchedStat:
     """Returns a batched statistic: frac(a > b) - frac(a < b) on each row of an index matrix (PPG, PRG)."""
     signs = np.sign(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64))
     return lambda idx: signs[idx].mean(axis=1)
+
+
+def mean_gap_stat(a, b) -> BatchedStat:
+    """Returns a batched statistic: mean(a - b) on each row of an index matrix (AUCG is the gap in mean recall)."""
+    diff = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    return lambda idx: diff[idx].mean(axis=1)
+
+
+def bootstrap_difference(stat: BatchedStat, n: int, null_stat: BatchedStat, n_null: int,
+                         n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> Interval:
+    """Returns stat(all n records) - null_stat(all n_null records): a gap corrected by its null.
+
+    The gap's records (attacked A) and the null's (eval) are disjoint, so each is resampled on its
+    own: the gap with `seed`, i.e. the very draws behind the gap's own interval, the null with
+    `seed + 1`. The row's n counts the records of both.
+    """
+    point = float(stat(np.arange(n)[None])[0] - null_stat(np.arange(n_null)[None])[0])
+    samples = stat(bootstrap_indices(n, n_resamples, seed)) - null_stat(bootstrap_indices(n_null, n_resamples, seed + 1))
+    return percentile_interval(point, samples, n + n_null)
 
 
 @dataclass(frozen=True)
