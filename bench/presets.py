@@ -137,6 +137,12 @@ class Preset:
         get_recipe(recipe)
         return replace(self.measure, **self.measure_by_recipe.get(recipe, {}))
 
+    def resolved(self, recipe: str) -> dict:
+        """Returns the sections `recipe` runs with, overrides applied, as JSON-safe data."""
+        return json.loads(json.dumps({"data": asdict(self.data_section(recipe)),
+                                      "train": self.train_config(recipe).as_dict(),
+                                      "measure": self.measure_section(recipe).as_dict()}, default=list))
+
     def plan(self, recipe: str) -> TrainingPlan:
         """Returns the unmitigated training plan of `recipe` under this preset."""
         return make_plan(recipe, self.train_config(recipe))

@@ -16,7 +16,6 @@ import json
 import logging
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict
 from html import escape
 from pathlib import Path
 
@@ -68,8 +67,7 @@ def run_settings(preset: Preset, recipe: str, *, data: str, mitigations: Sequenc
     """Returns what shaped a run beyond its table columns: the request and the recipe's resolved preset sections."""
     return {"recipe": recipe, "data": data, "mitigations": list(mitigations), "overrides": list(overrides),
             "preset": preset.name, "description": preset.description,
-            "sections": {"data": asdict(preset.data_section(recipe)), "train": preset.train_config(recipe).as_dict(),
-                         "measure": preset.measure_section(recipe).as_dict()}}
+            "sections": preset.resolved(recipe)}
 
 
 def stored_settings(folder: Path, preset: str, recipe: str) -> tuple[dict | None, str]:

@@ -29,7 +29,7 @@ from bench.preflight import (
 )
 from bench.presets import DataSection, Preset, load_preset
 from bench.recipes import get_recipe
-from bench.recipes.train import TrainedModel, expanded_length, train_model
+from bench.recipes.train import TrainedModel, adopt_training_dir, expanded_length, train_model
 from bench.report_page import run_settings, write_after_run
 from bench.store import ResultsStore
 from dejavu.data import check_spec, load_dataset
@@ -41,6 +41,9 @@ from mitigations.base import TrainingPlan
 from mitigations.registry import apply_mitigations, describe, parse_mitigations
 
 log = logging.getLogger(__name__)
+
+#: training settings that change how fast a run goes, not its numbers
+NOT_RUN_IDENTITY = ("num_workers", "log_every_n_steps")
 
 
 @dataclass(frozen=True)
@@ -76,9 +79,17 @@ class PreparedRun:
         return self.preset.train_config(self.spec.recipe)
 
     def run_id(self, dataset_fingerprint: str) -> str:
-        """Returns a stable id for (recipe, mitigations, data, preset and overrides, seed)."""
-        key = json.dumps([self.spec.recipe, self.mitigation, dataset_fingerprint, self.spec.preset,
-                          sorted(self.spec.overrides), self.spec.seed], sort_keys=True)
+        """Returns a stable id for what shapes the run's numbers: recipe, mitigations, data content, settings, seed.
+
+        The settings enter as the recipe's resolved preset sections, not as the preset's name and the
+        --set overrides, so two spellings of one configuration are one run; settings that only change
+        how fast it runs (loader workers, logging) are left out. The data enters by its content
+        fingerprint, so the id does not depend on where the data or the cache lives.
+        """
+        settings = self.preset.resolved(self.spec.recipe)
+        settings["train"] = {k: v for k, v in settings["train"].items() if k not in NOT_RUN_IDENTITY}
+        key = json.dumps({"recipe": self.spec.recipe, "mitigation": self.mitigation, "data": dataset_fingerprint,
+                          "settings": settings, "seed": self.spec.seed}, sort_keys=True)
         return hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
@@ -133,10 +144,14 @@ def measure_config(prepared: PreparedRun) -> MeasureConfig:
     return MeasureConfig.from_dict(prepared.preset.measure_section(prepared.spec.recipe).as_dict())
 
 
-def model_dir(prepared: PreparedRun, records: RecordSet, role: str) -> Path:
-    """Returns the cache folder of the model `role` (target or reference) for this training setup."""
+def model_dir(prepared: PreparedRun, records: RecordSet, role: str, *, data_key: str | None = None) -> Path:
+    """Returns the cache folder of the model `role` (target or reference) for this training setup.
+
+    `data_key` replaces the records' fingerprint, to find the folder an earlier release keyed otherwise.
+    """
     key = json.dumps({"plan": prepared.plan.training_key(), "train": prepared.train.as_dict(),
-                      "data": records.fingerprint(), "seed": prepared.spec.seed}, sort_keys=True, default=str)
+                      "data": data_key or records.fingerprint(), "seed": prepared.spec.seed},
+                     sort_keys=True, default=str)
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     return prepared.spec.cache / "models" / f"{prepared.spec.recipe}-{digest}" / role
 
@@ -145,6 +160,9 @@ def train_pair(prepared: PreparedRun, records: RecordSet) -> tuple[TrainedModel,
     """Returns the target trained on A and the reference trained on B for as many steps."""
     a, b = training_records(records, "A"), training_records(records, "B")
     cfg, seed, plan = prepared.train, prepared.spec.seed, prepared.plan
+    for role, trained_on in (("target", a), ("reference", b)):  # models cached before content digests
+        adopt_training_dir(model_dir(prepared, records, role, data_key=records.path_fingerprint()),
+                           model_dir(prepared, records, role), trained_on)
     target = train_model(plan, a, cfg, model_dir(prepared, records, "target"), seed,
                          progress=prepared.spec.progress)
     reference = train_model(plan, b, cfg, model_dir(prepared, records, "reference"), seed,
@@ -171,13 +189,13 @@ def execute(spec: RunSpec) -> pd.DataFrame:
     start = time.perf_counter()
     prepared = prepare(spec)
     records = load_records(prepared)
+    check_records(prepared, records)  # first: the run id hashes the image bytes this checks
     store = ResultsStore(spec.out / "runs.csv")
     run_id = prepared.run_id(records.fingerprint())
     if store.has_run(run_id):  # finished before (a resumed sweep, or a repeated command)
         log.info("run %s is already in %s; not re-measured", run_id, store.path)
         stored = store.read()
         return stored[stored.run_id == run_id]
-    check_records(prepared, records)
     target, reference = train_pair(prepared, records)
     if rank_zero_only.rank != 0:  # a DDP helper process, started by training: the launching one measures
         return pd.DataFrame()

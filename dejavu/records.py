@@ -14,6 +14,8 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from dejavu.digests import file_digests
+
 SPLITS = ("A", "B", "public", "eval")
 #: The most times one record may be seen per epoch. Canaries are seen tens of times; a repeat in the
 #: millions is a typo, and would build an epoch that does not fit in memory.
@@ -154,15 +156,28 @@ class RecordSet(Sequence[Record]):
         return RecordSet(keep, name=self.name)
 
     def fingerprint(self) -> str:
-        """Returns a short hash of the records' content (ids, files, annotations), for caches.
+        """Returns a short hash of the records' content (ids, image bytes, annotations), for caches and run ids.
 
-        It is computed once per RecordSet: every embedding and pixel cache asks for it, and on 5000
-        records it cost as much as embedding them with a small CNN.
+        Each image enters by the SHA-256 of its bytes (dejavu.digests), never by its path, so the
+        fingerprint does not depend on where the data or the cache lives, and an image overwritten
+        in place changes it. It is computed once per RecordSet: every embedding and pixel cache asks
+        for it, and on 5000 records it cost as much as embedding them with a small CNN.
         """
         if self._fingerprint is None:
-            h = hashlib.sha256()
-            for r in self._records:
-                h.update(json.dumps(r.to_json(), sort_keys=True, default=str).encode())
-                h.update(b"\n")
-            self._fingerprint = h.hexdigest()[:16]
+            digests = file_digests((r.image for r in self._records), missing_ok=True)
+            self._fingerprint = self._hash(lambda r: digests[Path(r.image)])
         return self._fingerprint
+
+    def path_fingerprint(self) -> str:
+        """Returns the fingerprint of releases before content digests (image by absolute path).
+
+        Only for finding caches those releases wrote (bench.run adopts their trained models).
+        """
+        return self._hash(lambda r: str(r.image))
+
+    def _hash(self, image_key) -> str:
+        h = hashlib.sha256()
+        for r in self._records:
+            h.update(json.dumps({**r.to_json(), "image": image_key(r)}, sort_keys=True, default=str).encode())
+            h.update(b"\n")
+        return h.hexdigest()[:16]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -13,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image, ImageOps
 
 from bench.cli import main
 from bench.recipes.train import DONE, LAST, expanded_length
@@ -101,6 +103,74 @@ def test_repeated_run_adds_no_rows_and_trains_nothing(clip_run):
     assert bench_run(clip_run.out, clip_run.cache, "--recipe", "clip") == 0
     pd.testing.assert_frame_equal(ResultsStore(clip_run.out / "runs.csv").read(), clip_run.table)
     assert_trains_nothing(clip_run, before)
+
+
+def copy_of(clip_run, tmp_path: Path) -> tuple[Path, Path]:
+    """Returns (results, cache): copies of the clip run's folders at another place."""
+    out, cache = tmp_path / "elsewhere" / "results", tmp_path / "elsewhere" / "cache"
+    shutil.copytree(clip_run.out, out)
+    shutil.copytree(clip_run.cache, cache, ignore=shutil.ignore_patterns("*.lock"))
+    return out, cache
+
+
+def clip_identity(cache: Path, *overrides: str):
+    """Returns (prepared, records, run_id) of the clip smoke run with this cache."""
+    prepared = prepare(RunSpec(recipe="clip", preset="smoke", cache=cache, overrides=overrides))
+    records = load_records(prepared)
+    return prepared, records, prepared.run_id(records.fingerprint())
+
+
+def test_the_run_id_and_model_cache_do_not_depend_on_where_the_data_and_cache_live(clip_run, tmp_path):
+    out, cache = copy_of(clip_run, tmp_path)
+    (run_id,) = clip_run.table.run_id.unique()
+    assert clip_identity(cache)[2] == run_id
+    before = model_state(cache)
+    assert bench_run(out, cache, "--recipe", "clip") == 0  # the shared table already holds this run
+    pd.testing.assert_frame_equal(ResultsStore(out / "runs.csv").read(), clip_run.table)
+    assert model_state(cache) == before
+
+
+def test_an_image_overwritten_in_place_changes_the_run_id(clip_run, tmp_path):
+    cache = tmp_path / "cache"
+    shutil.copytree(clip_run.cache / "data", cache / "data")
+    prepared, records, run_id = clip_identity(cache)
+    assert run_id == clip_run.table.run_id.iloc[0]
+    image = Path(records[0].image)
+    with Image.open(image) as img:
+        ImageOps.mirror(img.convert("RGB")).save(image)  # same place, size and annotations; other pixels
+    _, changed, changed_id = clip_identity(cache)
+    assert changed_id != run_id and changed.fingerprint() != records.fingerprint()
+    assert model_dir(prepared, changed, "target") != model_dir(prepared, records, "target")
+
+
+def test_two_spellings_of_one_configuration_are_one_run(clip_run):
+    prepared, _, run_id = clip_identity(clip_run.cache)
+    epochs = prepared.train.epochs
+    assert clip_identity(clip_run.cache, f"train.epochs={epochs}")[2] == run_id  # the preset's own value
+    assert clip_identity(clip_run.cache, "train.num_workers=1", "train.log_every_n_steps=1")[2] == run_id
+    assert clip_identity(clip_run.cache, f"train.epochs={epochs + 1}")[2] != run_id
+    assert clip_identity(clip_run.cache, "measure.n_bootstrap=300")[2] != run_id
+
+
+def test_models_cached_by_an_earlier_release_are_moved_not_retrained(clip_run, tmp_path):
+    out, cache = tmp_path / "results", copy_of(clip_run, tmp_path)[1]
+    prepared, records, _ = clip_identity(cache)
+    before = model_state(cache)
+    for role, split in (("target", "A"), ("reference", "B")):
+        # the layout before content digests: keyed, and recorded, by a fingerprint of image paths
+        legacy = model_dir(prepared, records, role, data_key=records.path_fingerprint())
+        legacy.parent.mkdir(parents=True, exist_ok=True)
+        model_dir(prepared, records, role).rename(legacy)
+        identity = json.loads((legacy / "run.json").read_text())
+        trained_on = training_records(records, split)
+        identity["data"] = trained_on.path_fingerprint()
+        (legacy / "run.json").write_text(json.dumps(identity))
+    assert bench_run(out, cache, "--recipe", "clip") == 0
+    assert model_state(cache) == before  # moved back to the content-keyed folders, untouched
+    identity = json.loads((model_dir(prepared, records, "target") / "run.json").read_text())
+    assert identity["data"] == training_records(records, "A").fingerprint()
+    table = ResultsStore(out / "runs.csv").read()
+    pd.testing.assert_frame_equal(table.drop(columns="wall_s"), clip_run.table.drop(columns="wall_s"))
 
 
 def test_guillotine_reuses_the_trained_models(clip_run, tmp_path):

@@ -204,6 +204,21 @@ def test_plant_canaries_rejects_impossible_requests():
     assert not any(r.is_canary for r in plant_canaries(records, 0, repeat=20, seed=0))
 
 
+def test_fingerprint_hashes_image_bytes_not_paths(tmp_path):
+    def records_in(folder: Path, contents: dict[str, bytes]) -> RecordSet:
+        folder.mkdir(exist_ok=True)
+        for rid, data in contents.items():
+            (folder / f"{rid}.png").write_bytes(data)
+        return RecordSet([rec(rid, image=folder / f"{rid}.png") for rid in contents])
+
+    contents = {"r0": b"zero", "r1": b"one"}
+    here, there = records_in(tmp_path / "here", contents), records_in(tmp_path / "there", contents)
+    assert here.fingerprint() == there.fingerprint()  # the same bytes elsewhere
+    assert here.path_fingerprint() != there.path_fingerprint()  # what earlier releases keyed by
+    rewritten = records_in(tmp_path / "later", {**contents, "r1": b"uno"})
+    assert rewritten.fingerprint() != here.fingerprint()  # the same names, other bytes
+
+
 def test_fingerprint_depends_on_content_not_on_the_set_object():
     records = [rec(f"r{i}") for i in range(6)]
     rs = RecordSet(records)

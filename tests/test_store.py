@@ -9,7 +9,7 @@ import multiprocessing
 import pandas as pd
 import pytest
 
-from bench.store import TABLE_COLUMNS, ResultsStore
+from bench.store import TABLE_COLUMNS, ResultsStore, ResultsTableError
 from dejavu.results import Row, to_frame
 
 
@@ -37,6 +37,44 @@ def test_round_trip_keeps_values_types_and_columns(tmp_path):
     assert (first["mitigation"], first["preset"], first["value"], first["n"]) == ("none", "NA", 1 / 3, 40)
     assert math.isnan(table.iloc[1]["ci_low"]) and table.iloc[1]["ci_high"] != table.iloc[1]["ci_high"]
     assert json.loads(first["versions"])["pandas"] == pd.__version__
+
+
+def test_versions_are_stored_once_per_run_and_joined_back(tmp_path):
+    store = ResultsStore(tmp_path / "runs.csv")
+    store.append({**meta("r1"), "versions": '{"torch": "1.0"}'}, rows(n_metrics=3))
+    store.append({**meta("r2"), "versions": '{"torch": "2.0"}'}, rows())
+    store.append({**meta("r1"), "versions": '{"torch": "1.1"}'}, rows())  # a re-run replaces its entry
+    on_disk = pd.read_csv(tmp_path / "runs.csv")
+    assert "versions" not in on_disk.columns and len(on_disk) == 4
+    per_run = pd.read_csv(tmp_path / "runs.versions.csv")
+    assert per_run.to_dict("records") == [{"run_id": "r2", "versions": '{"torch": "2.0"}'},
+                                          {"run_id": "r1", "versions": '{"torch": "1.1"}'}]
+    table = store.read()
+    assert list(table.columns) == TABLE_COLUMNS
+    assert dict(zip(table.run_id, table.versions, strict=True)) == {"r1": '{"torch": "1.1"}', "r2": '{"torch": "2.0"}'}
+
+
+def test_a_table_with_versions_on_every_row_reads_the_same_and_is_split_on_append(tmp_path):
+    old = ResultsStore(tmp_path / "old" / "runs.csv")
+    old.append({**meta("r1"), "versions": '{"torch": "1.0"}'}, rows())
+    legacy = old.read()
+    legacy.to_csv(tmp_path / "runs.csv", index=False)  # the layout before the side table
+    store = ResultsStore(tmp_path / "runs.csv")
+    pd.testing.assert_frame_equal(store.read(), legacy)
+    store.append({**meta("r2"), "versions": '{"torch": "2.0"}'}, rows())
+    assert "versions" not in pd.read_csv(tmp_path / "runs.csv").columns
+    assert dict(zip(store.read().run_id, store.read().versions, strict=True)) == {"r1": '{"torch": "1.0"}',
+                                                                      "r2": '{"torch": "2.0"}'}
+
+
+def test_a_run_missing_from_the_side_table_reads_with_empty_versions(tmp_path):
+    store = ResultsStore(tmp_path / "runs.csv")
+    store.append(meta("r1"), rows())
+    (tmp_path / "runs.versions.csv").unlink()
+    assert set(store.read().versions) == {""}
+    (tmp_path / "runs.versions.csv").write_text("run_id,versions\nr1,{}")  # cut short: no newline
+    with pytest.raises(ResultsTableError, match=r"runs\.versions\.csv.*truncated"):
+        store.read()
 
 
 def test_numeric_looking_run_ids_stay_strings(tmp_path):
@@ -80,7 +118,8 @@ def test_a_crash_mid_write_leaves_the_old_table_intact(tmp_path, monkeypatch):
         store.append(meta("r2"), rows())
     monkeypatch.undo()
     assert (tmp_path / "runs.csv").read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs.csv", "runs.csv.lock"]  # no temp left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs.csv", "runs.csv.lock",
+                                                          "runs.versions.csv"]  # no temp left
     assert store.run_ids() == ["r1"]
 
 

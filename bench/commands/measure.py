@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import time
 from pathlib import Path
 
@@ -78,8 +79,11 @@ def main(args: argparse.Namespace) -> int:
     if target_vlm is not None:
         report_long_captions(target_vlm, list(records))
     models = Models(target, reference, target_vlm, reference_vlm)
-    run_id = hashlib.sha256(f"{args.target}|{args.reference}|{args.layer}|{args.data}|{args.preset}|"
-                            f"{sorted(args.overrides)}".encode()).hexdigest()[:12]
+    # keyed by content (weights, layer, image bytes, settings), not by where the files lie
+    encoders = (models.target, models.reference, models.target_vlm, models.reference_vlm)
+    key = json.dumps({"models": [m.fingerprint if m is not None else None for m in encoders],
+                      "data": records.fingerprint(), "measure": preset.measure.as_dict()}, sort_keys=True, default=list)
+    run_id = hashlib.sha256(key.encode()).hexdigest()[:12]
     rows = measure(models, records, cfg,
                    cache_dir=args.cache / "embeddings", progress=args.progress,
                    report_dir=args.out / "reports" / run_id)

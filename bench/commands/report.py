@@ -16,7 +16,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "report", help="write a run's report page (HTML, no external requests)",
         description=f"Writes <out>/reports/<run_id>/{PAGE}: the run's configuration and package versions, every "
-                    "number with its 95%% interval, the most memorized records, any reconstructions, and the "
+                    "number with its 95% interval, the most memorized records, any reconstructions, and the "
                     "run on its recipe's trade-off plot. Every run writes it too; this redraws it.")
     parser.add_argument("run_id", metavar="RUN_ID", help="a run id of the results table, or a unique prefix of one")
     parser.add_argument("--out", type=Path, default=Path("results"),

@@ -84,6 +84,29 @@ def _run_identity(plan: TrainingPlan, records: RecordSet, cfg: TrainConfig, seed
                                   "epoch_length": epoch_length}, default=str))
 
 
+def adopt_training_dir(old_dir: Path, new_dir: Path, records: RecordSet) -> bool:
+    """Returns True after moving a training folder cached under an earlier key to `new_dir`.
+
+    Releases before content digests keyed models by a fingerprint of image paths; their folders
+    are moved, not retrained, and the data fingerprint in their run.json is rewritten to the
+    content one when it was the path one of the same `records`. Nothing is moved when `new_dir`
+    exists, `old_dir` does not, or this is not DDP's launching process.
+    """
+    if rank_zero_only.rank != 0 or new_dir.exists() or not old_dir.is_dir():
+        return False
+    run_file = old_dir / RUN
+    if _damage(run_file, read_json) is None and run_file.exists():
+        identity = read_json(run_file)
+        if identity.get("data") == records.path_fingerprint():
+            write_json(run_file, {**identity, "data": records.fingerprint()})
+    new_dir.parent.mkdir(parents=True, exist_ok=True)
+    old_dir.rename(new_dir)
+    if not any(old_dir.parent.iterdir()):  # its sibling (target or reference) has moved too
+        old_dir.parent.rmdir()
+    log.info("moved the model cached by an earlier release from %s to %s", old_dir, new_dir)
+    return True
+
+
 def _set_aside(out_dir: Path, problem: str, *names: str) -> None:
     """Renames the named files of a training folder to `<name>.corrupt`, so the model is trained again."""
     moved = []

@@ -34,6 +34,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from dejavu.data.manifest import ON_ERROR, LoadedRecords
+from dejavu.digests import file_digests
 from dejavu.files import read_json, write_json
 from dejavu.records import Record, RecordError, RecordSet
 
@@ -117,6 +118,7 @@ def check_images(records: RecordSet, *, max_pixels: int = DEFAULT_MAX_PIXELS, wo
     good = {p: f for p, f in facts.items() if isinstance(f, ImageFacts)}
     if cache_dir is not None and len(good) > len(known):
         write_json(_cache_file(cache_dir, paths), {str(p): asdict(f) for p, f in good.items()})
+    file_digests(good)  # the content digests the records' fingerprint hashes, stored beside the data
 
     problems = [(r, problem) for r in records if (problem := record_problem(r, facts[Path(r.image)], max_pixels))]
     log.info("checked the images of %d records in %.1f s (%d files from the pre-pass cache); %d bad",
