@@ -25,6 +25,7 @@ from dejavu.data.scenes import PRESETS as SCENES_PRESETS
 from dejavu.data.scenes import ScenesConfig, scenes_config
 from dejavu.data.validate import DEFAULT_MAX_PIXELS
 from dejavu.knn import INDEXES, approximate_index
+from dejavu.measurements import available_tests
 from dejavu.records import MAX_REPEAT
 from dejavu.results import TESTS
 from mitigations.base import TrainingPlan
@@ -81,12 +82,23 @@ class MeasureSection:
     crop_epochs: int = field(default=10, metadata=at_least(1))  # the one-model crop classifier's training epochs
     crop_image_size: int = field(default=32, metadata=at_least(8))
     probe_epochs: int = field(default=50, metadata=at_least(1))  # linear-probe training epochs
+    # the settings of tests that own a Config (dejavu.measurements), by test name, e.g.
+    # {"image-reconstruction": {"train_steps": 2000}}; a test not named here runs with its Config's defaults
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self):
         check_fields(self)
-        unknown = sorted(set(self.tests) - set(TESTS))
+        known = available_tests()  # the built-ins and any registered plugin tests
+        unknown = sorted(set(self.tests) - set(known))
         if unknown:
-            raise PresetError(f"measure.tests: unknown test {unknown[0]!r}; valid: {', '.join(TESTS)}")
+            raise PresetError(f"measure.tests: unknown test {unknown[0]!r}; valid: {', '.join(known)}")
+        for test, options in self.options.items():
+            if test not in known:
+                raise PresetError(f"measure.options: unknown test {test!r}; valid: {', '.join(known)}")
+            try:
+                known[test].make_config(options)
+            except (TypeError, ValueError) as err:
+                raise PresetError(f"measure.options.{test}: {err}") from None
         if self.knn_metric not in ("l2", "cosine"):
             raise PresetError(f"measure.knn_metric must be 'l2' or 'cosine', got {self.knn_metric!r}")
         try:

@@ -145,7 +145,9 @@ def _kv_table(mapping: Mapping) -> str:
 
 
 def run_command(settings: dict, seed) -> str | None:
-    """Returns the `python -m bench run` line that repeats the run, when its settings recorded the request."""
+    """Returns the command line that repeats the run, when its settings recorded the request."""
+    if settings.get("command"):  # recorded as typed (bench measure)
+        return settings["command"]
     if "mitigations" not in settings:
         return None
     words = ["python -m bench run", f"--recipe {settings['recipe']}"]

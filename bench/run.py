@@ -30,7 +30,8 @@ from bench.preflight import (
 from bench.presets import DataSection, Preset, load_preset
 from bench.recipes import get_recipe
 from bench.recipes.train import TrainedModel, adopt_training_dir, expanded_length, train_model
-from bench.report_page import run_settings, write_after_run
+from bench.record import record_run
+from bench.report_page import run_settings
 from bench.store import ResultsStore
 from dejavu.data import check_spec, load_dataset
 from dejavu.data.validate import check_images
@@ -88,6 +89,8 @@ class PreparedRun:
         """
         settings = self.preset.resolved(self.spec.recipe)
         settings["train"] = {k: v for k, v in settings["train"].items() if k not in NOT_RUN_IDENTITY}
+        if not settings["measure"]["options"]:  # no per-test settings: the ids runs had before the field existed
+            del settings["measure"]["options"]
         key = json.dumps({"recipe": self.spec.recipe, "mitigation": self.mitigation, "data": dataset_fingerprint,
                           "settings": settings, "seed": self.spec.seed}, sort_keys=True)
         return hashlib.sha256(key.encode()).hexdigest()[:12]
@@ -207,7 +210,6 @@ def execute(spec: RunSpec) -> pd.DataFrame:
             "mitigation": prepared.mitigation, "strength": prepared.strength, "seed": spec.seed,
             "dataset": f"{spec.data}:{records.fingerprint()}", "preset": spec.preset,
             "wall_s": round(time.perf_counter() - start, 1)}
-    store.append(meta, rows)
-    write_after_run(spec.out, run_id, lambda: run_settings(prepared.preset, spec.recipe, data=spec.data,
-                                                          mitigations=spec.mitigations, overrides=spec.overrides))
-    return rows.assign(**meta)
+    return record_run(spec.out, meta, rows, lambda: run_settings(prepared.preset, spec.recipe, data=spec.data,
+                                                                mitigations=spec.mitigations,
+                                                                overrides=spec.overrides))

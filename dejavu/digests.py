@@ -7,12 +7,14 @@ beside them, in `.dejavu-digests.json`, with the size and mtime they were comput
 size or mtime changed is hashed again. A folder that cannot be written keeps its digests in memory.
 
     >>> import tempfile, pathlib
-    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> scratch = tempfile.TemporaryDirectory()
+    >>> folder = pathlib.Path(scratch.name)
     >>> _ = (folder / "a.png").write_bytes(b"not really a png")
     >>> file_digests([folder / "a.png"])[folder / "a.png"][:12]
     'e90137d39de3'
     >>> (folder / SIDECAR).exists()
     True
+    >>> scratch.cleanup()
 """
 
 from __future__ import annotations

@@ -218,13 +218,21 @@ class ModuleEncoder(_TorchEncoder):
         return flatten_features(captured[-1])
 
 
+#: open_clip model configs shipped with dejavu, in the format of open_clip's own model_configs/*.json
+MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
 #: A CPU-sized CLIP (ViT 32px/8px patches, 2+2 layers of width 64, 64-d embeddings) with open_clip's
 #: tokenizer vocabulary; a forward pass on a batch of 64 takes milliseconds.
-TINY_CLIP_CONFIG: dict = {
-    "embed_dim": 64,
-    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "head_width": 32, "patch_size": 8},
-    "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
-}
+TINY_CLIP_NAME = "dejavu-tiny-clip"
+#: its config dict, read from the JSON file without importing open_clip
+TINY_CLIP_CONFIG: dict = json.loads((MODEL_CONFIG_DIR / f"{TINY_CLIP_NAME}.json").read_text())
+
+
+@functools.cache
+def register_packaged_configs() -> None:
+    """Adds dejavu's model configs to open_clip's registry (once), so open_clip creates them by name."""
+    import open_clip
+
+    open_clip.add_model_config(MODEL_CONFIG_DIR)
 
 
 def register_open_clip_config(config: dict, name: str | None = None) -> str:
@@ -254,12 +262,13 @@ def create_open_clip(model: str | dict, pretrained_path: str | Path | None = Non
                      device: str | torch.device = "cpu"):
     """Returns (model, train_preprocess, eval_preprocess, tokenizer) built by open_clip's factory, never downloading.
 
-    `model` is an open_clip model name ("ViT-B-32") or a config dict such as TINY_CLIP_CONFIG; weights
-    are random unless `pretrained_path` names a local checkpoint (a state_dict, or {"state_dict": ...}
-    with "module." prefixes, as open_clip itself accepts).
+    `model` is an open_clip model name ("ViT-B-32", or TINY_CLIP_NAME) or a config dict such as
+    TINY_CLIP_CONFIG; weights are random unless `pretrained_path` names a local checkpoint (a
+    state_dict, or {"state_dict": ...} with "module." prefixes, as open_clip itself accepts).
     """
     import open_clip
 
+    register_packaged_configs()
     name = register_open_clip_config(model) if isinstance(model, dict) else model
     if open_clip.get_model_config(name) is None:
         raise ValueError(f"unknown open_clip model {name!r}; known: {', '.join(open_clip.list_models())}")

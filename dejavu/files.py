@@ -8,10 +8,12 @@ and every cross-process lock is a `file_lock`, so that:
   (a full disk reports ENOSPC on a bare file descriptor).
 
     >>> import tempfile, pathlib
-    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> scratch = tempfile.TemporaryDirectory()
+    >>> folder = pathlib.Path(scratch.name)
     >>> write_json(folder / "done.json", {"epochs": 3})
     >>> read_json(folder / "done.json")
     {'epochs': 3}
+    >>> scratch.cleanup()
 """
 
 from __future__ import annotations

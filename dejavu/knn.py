@@ -61,6 +61,8 @@ class Neighbours:
     """The k nearest keys of each query, nearest first, as CPU tensors.
 
     `distances` are squared L2 for metric "l2" and 1 - cosine similarity for "cosine".
+
+    See `search` for an example.
     """
 
     indices: torch.Tensor  # int64 [n_queries, k], row numbers of the keys
@@ -84,6 +86,16 @@ class ApproximateIndex:
     its exact distance and the tie rule; a neighbour it misses is replaced by a farther key. IVF
     (IndexIVFFlat) trains its k-means with `seed` and is reproducible; HNSW builds its graph on all
     threads, so two builds may differ slightly.
+
+    Example:
+        On a set this small the index finds every neighbour, so it agrees with exact search:
+
+        >>> import torch
+        >>> from dejavu.knn import ApproximateIndex, search
+        >>> keys = torch.tensor([[0.0, 0.0], [3.0, 4.0], [0.0, 1.0], [1.0, 0.0]])
+        >>> nearest = search(torch.tensor([[0.0, 0.0]]), keys, k=3, index=ApproximateIndex("hnsw"))
+        >>> nearest.indices, nearest.index
+        (tensor([[0, 2, 3]]), 'hnsw')
     """
 
     kind: str = "ivf"  # "ivf" or "hnsw"
@@ -104,7 +116,13 @@ class ApproximateIndex:
             raise ValueError(f"nlist must be a positive integer or None, got {self.nlist!r}")
 
     def lists(self, n_keys: int) -> int:
-        """Returns the IVF list count for `n_keys` keys: `nlist`, or about sqrt(n_keys), at most n_keys."""
+        """Returns the IVF list count for `n_keys` keys: `nlist`, or about sqrt(n_keys), at most n_keys.
+
+        Example:
+            >>> from dejavu.knn import ApproximateIndex
+            >>> ApproximateIndex().lists(10_000), ApproximateIndex(nlist=500).lists(100)
+            (100, 100)
+        """
         return max(1, min(n_keys, self.nlist or round(math.sqrt(n_keys))))
 
     def build(self, keys: torch.Tensor, metric: str):
@@ -137,7 +155,19 @@ class ApproximateIndex:
 
 
 def approximate_index(kind: str = "exact", params: dict | None = None) -> ApproximateIndex | None:
-    """Returns the ApproximateIndex a config names, or None for exact search ("exact", the default)."""
+    """Returns the ApproximateIndex a config names, or None for exact search ("exact", the default).
+
+    Example:
+        >>> from dejavu.knn import approximate_index
+        >>> approximate_index() is None
+        True
+        >>> approximate_index("ivf", {"nprobe": 8})
+        ApproximateIndex(kind='ivf', nlist=None, nprobe=8, hnsw_m=32, ef_construction=64, ef_search=256, seed=0)
+        >>> approximate_index("ivf", {"probes": 8})
+        Traceback (most recent call last):
+        ...
+        ValueError: unknown ivf index setting 'probes'; valid: ef_construction, ef_search, hnsw_m, nlist, nprobe, seed
+    """
     params = dict(params or {})
     if kind == "exact":
         if params:
@@ -155,13 +185,28 @@ def recall_at_k(found, exact) -> float:
     """Returns recall@k: the fraction of the exact k nearest keys (rows of `exact`) that `found` also holds.
 
     Both are [n, k] key indices, e.g. `Neighbours.indices` of an approximate and of the exact search.
+    A negative entry of `found` (faiss's -1: fewer than k found) matches nothing, and a key found
+    twice counts once.
+
+    Example:
+        The first query found one of its two exact neighbours, the second both: 3 of 4.
+
+        >>> from dejavu.knn import recall_at_k
+        >>> recall_at_k(found=[[0, 1], [3, 2]], exact=[[0, 2], [2, 3]])
+        0.75
+        >>> recall_at_k(found=[[0, 2], [-1, 1]], exact=[[0, 2], [1, 2]])  # faiss found one for the second
+        0.75
     """
     found, exact = torch.as_tensor(found), torch.as_tensor(exact)
     if found.shape != exact.shape:
         raise ValueError(f"neighbour lists {tuple(found.shape)} and {tuple(exact.shape)} differ in shape")
-    width = int(max(found.max(), exact.max())) + 1
-    rows = torch.arange(len(exact))[:, None] * width  # row offsets make one flat membership test
-    return float(np.isin((found + rows).numpy(), (exact + rows).numpy()).mean())
+    if exact.numel() == 0:
+        raise ValueError("recall@k of empty neighbour lists is undefined")
+    # exact[i, j] is found when it appears anywhere in row i of found; in blocks of rows, since the
+    # comparison holds k * k booleans per row
+    hits = sum(int((exact[a:b, :, None] == found[a:b, None, :]).any(dim=2).sum())
+               for a, b in _blocks(len(exact), max(1, 2**24 // max(1, exact.shape[1] ** 2))))
+    return hits / exact.numel()
 
 
 def faiss_has_gpu() -> bool:
@@ -520,6 +565,27 @@ def search(queries, keys, k: int, *, metric: str = "l2", backend: str = "auto", 
     device. `backend="auto"` uses faiss on CPU, faiss GPU on CUDA when faiss has GPU support, and
     torch on CUDA otherwise. `chunk_size` bounds the distances the torch backend holds at once.
     `index` swaps exact candidates for a faiss IVF or HNSW index (CPU), re-ranked exactly.
+
+    Example:
+        Keys 2 and 3 are both at squared distance 1 from the query, so the smaller index comes
+        first; key 1 (distance 25) is not among the k = 3 nearest:
+
+        >>> import torch
+        >>> from dejavu.knn import search
+        >>> keys = torch.tensor([[0.0, 0.0], [3.0, 4.0], [0.0, 1.0], [1.0, 0.0]])
+        >>> nearest = search(torch.tensor([[0.0, 0.0]]), keys, k=3)
+        >>> nearest.indices, nearest.distances
+        (tensor([[0, 2, 3]]), tensor([[0., 1., 1.]]))
+        >>> torch.equal(search(torch.tensor([[0.0, 0.0]]), keys, k=3, backend="torch").indices, nearest.indices)
+        True
+
+        With cosine, length does not count: key 0 points the query's way (distance 0), key 2 is
+        45 degrees off (distance 1 - cos 45° = 0.2929):
+
+        >>> nearest = search(torch.tensor([[1.0, 0.0]]), torch.tensor([[2.0, 0.0], [0.0, 3.0], [1.0, 1.0]]),
+        ...                  k=2, metric="cosine")
+        >>> nearest.indices, nearest.distances
+        (tensor([[0, 2]]), tensor([[0.0000, 0.2929]]))
     """
     queries, keys = _validate(queries, keys, k, metric, backend, device)
     on_cuda = queries.is_cuda

@@ -18,7 +18,13 @@ COLUMNS = ["test", "subset", "metric", "value", "ci_low", "ci_high", "n"]
 
 @dataclass(frozen=True)
 class Row:
-    """One measured number with its 95% interval (NaN when none applies) and sample size."""
+    """One measured number with its 95% interval (NaN when none applies) and sample size.
+
+    Example:
+        >>> from dejavu.results import Row
+        >>> Row("image-two-model", "canary", "dv_gap@100", 0.25, n=40)
+        Row(test='image-two-model', subset='canary', metric='dv_gap@100', value=0.25, ci_low=nan, ci_high=nan, n=40)
+    """
 
     test: str
     subset: str
@@ -30,5 +36,15 @@ class Row:
 
 
 def to_frame(rows: list[Row]) -> pd.DataFrame:
-    """Returns the rows as a DataFrame with the standard column order."""
+    """Returns the rows as a DataFrame with the standard column order.
+
+    Example:
+        >>> from dejavu.results import Row, to_frame
+        >>> frame = to_frame([Row("image-two-model", "all", "dv_gap@100", 0.25, 0.1, 0.4, 200),
+        ...                   Row("image-two-model", "all", "memorized", 0.3, n=200)])
+        >>> print(frame.to_string(index=False))
+                   test subset     metric  value  ci_low  ci_high   n
+        image-two-model    all dv_gap@100   0.25     0.1      0.4 200
+        image-two-model    all  memorized   0.30     NaN      NaN 200
+    """
     return pd.DataFrame([asdict(r) for r in rows], columns=COLUMNS)

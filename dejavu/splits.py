@@ -46,7 +46,16 @@ DEFAULT_EVAL_FRACTION = 0.2
 
 
 def split_rank(seed: int, salt: str, record_id: str) -> str:
-    """Returns the seeded sort key of a record id (a hex digest), independent of input order."""
+    """Returns the seeded sort key of a record id (a hex digest), independent of input order.
+
+    Example:
+        >>> import hashlib
+        >>> from dejavu.splits import split_rank
+        >>> split_rank(0, "order", "img-1") == hashlib.sha256(b"0\\x00order\\x00img-1").hexdigest()
+        True
+        >>> split_rank(0, "order", "img-1") == split_rank(1, "order", "img-1")  # another seed, another order
+        False
+    """
     return hashlib.sha256(f"{seed}\x00{salt}\x00{record_id}".encode()).hexdigest()
 
 
@@ -58,7 +67,25 @@ def assign_splits(
     eval_fraction: float = DEFAULT_EVAL_FRACTION,
     pad_shared: int = 0,
 ) -> RecordSet:
-    """Returns the records, in input order, with every null `split` assigned by the per-class rule."""
+    """Returns the records, in input order, with every null `split` assigned by the per-class rule.
+
+    Example:
+        Six boxed cat records, one of them a canary, and one dog record without boxes. With
+        per_class=2, A and B get two cats each, the canary in A; the other two cats and the dog
+        are the remainder, of which floor(0.5 * 2) = 1 cat and floor(0.5 * 1) = 0 dogs go to eval:
+
+        >>> from dejavu.records import Box, Record, RecordSet
+        >>> from dejavu.splits import assign_splits
+        >>> cats = [Record(f"cat{i}", f"cat{i}.png", 8, 8, "cat", (Box(0, 0, 4, 4, "cat"),),
+        ...                repeat=5 if i == 5 else 1) for i in range(6)]
+        >>> out = assign_splits(RecordSet(cats + [Record("dog0", "dog0.png", 8, 8, "dog")]),
+        ...                     per_class=2, seed=0, eval_fraction=0.5)
+        >>> sorted((r.label, r.split) for r in out)  # doctest: +NORMALIZE_WHITESPACE
+        [('cat', 'A'), ('cat', 'A'), ('cat', 'B'), ('cat', 'B'), ('cat', 'eval'), ('cat', 'public'),
+         ('dog', 'public')]
+        >>> out.by_id("cat5").split
+        'A'
+    """
     if per_class < 0 or pad_shared < 0:
         raise ValueError(f"per_class ({per_class}) and pad_shared ({pad_shared}) must be >= 0")
     if not 0.0 <= eval_fraction <= 1.0:
@@ -114,7 +141,18 @@ def _assign_class(group: list[Record], *, per_class: int, seed: int, eval_fracti
 
 
 def check_disjoint(records: Iterable[Record]) -> None:
-    """Returns None; raises RecordError naming the record when an id or image file is in two splits."""
+    """Returns None; raises RecordError naming the record when an id or image file is in two splits.
+
+    Example:
+        >>> from dejavu.records import Record
+        >>> from dejavu.splits import check_disjoint
+        >>> check_disjoint([Record("a", "x.png", 8, 8, split="A"), Record("b", "y.png", 8, 8, split="public")])
+        >>> check_disjoint([Record("a", "x.png", 8, 8, split="A"),
+        ...                 Record("b", "x.png", 8, 8, split="public")])  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        dejavu.records.RecordError: record 'b', file 'x.png': same image as record 'a' but in split 'public' ...
+    """
     split_of_id: dict[str, str | None] = {}
     owner_of_image: dict[str, Record] = {}
     # Sorted, so that which record of a clashing pair gets named does not depend on input order.
@@ -132,7 +170,17 @@ def check_disjoint(records: Iterable[Record]) -> None:
 
 
 def check_canaries(records: Iterable[Record]) -> None:
-    """Returns None; raises RecordError naming a canary (repeat > 1) outside split A (the smallest id)."""
+    """Returns None; raises RecordError naming a canary (repeat > 1) outside split A (the smallest id).
+
+    Example:
+        >>> from dejavu.records import Box, Record
+        >>> from dejavu.splits import check_canaries
+        >>> canary = Record("c", "c.png", 8, 8, "cat", (Box(0, 0, 4, 4, "cat"),), split="B", repeat=5)
+        >>> check_canaries([canary])  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        dejavu.records.RecordError: record 'c': canary (repeat=5) is in split 'B', not A; set its split to A in ...
+    """
     stray = sorted((r for r in records if r.is_canary and r.split != "A"), key=lambda r: r.id)
     if stray:
         r = stray[0]
@@ -166,7 +214,16 @@ def plant_canaries(records: RecordSet, n: int, repeat: int, seed: int) -> Record
 
 
 def training_records(records: RecordSet, split: str) -> RecordSet:
-    """Returns the records that train the model of `split` ("A" or "B"): the split plus shared padding."""
+    """Returns the records that train the model of `split` ("A" or "B"): the split plus shared padding.
+
+    Example:
+        >>> from dejavu.records import Record, RecordSet
+        >>> from dejavu.splits import training_records
+        >>> rs = RecordSet([Record(name, f"{name}.png", 8, 8, split=split)
+        ...                 for name, split in [("a", "A"), ("b", "B"), ("pad", "shared"), ("p", "public")]])
+        >>> training_records(rs, "A").ids, training_records(rs, "B").ids
+        (['a', 'pad'], ['b', 'pad'])
+    """
     if split not in ("A", "B"):
         raise ValueError(f"only A and B train models, got {split!r}")
     return RecordSet((r for r in records if r.split in (split, SHARED)), name=f"{records.name}:{split}")
@@ -194,7 +251,27 @@ class SplitSummary:
 
 
 def summarize_splits(records: Iterable[Record]) -> SplitSummary:
-    """Returns the SplitSummary (counts per split, per class, with boxes, canaries) of split records."""
+    """Returns the SplitSummary (counts per split, per class, with boxes, canaries) of split records.
+
+    Example:
+        >>> from dejavu.records import Box, Record
+        >>> from dejavu.splits import summarize_splits
+        >>> box = (Box(0, 0, 4, 4, "cat"),)
+        >>> print(summarize_splits([Record("c1", "c1.png", 8, 8, "cat", box, split="A", repeat=5),
+        ...                         Record("c2", "c2.png", 8, 8, "cat", box, split="B"),
+        ...                         Record("d1", "d1.png", 8, 8, "dog", split="public")]))
+        split     records  with boxes
+        A               1           1
+        B               1           1
+        public          1           0
+        eval            0           0
+        shared          0           0
+        canaries in A: 1; shared padding: off
+        per class:
+             A  B  public  eval  shared
+        cat  1  1       0     0       0
+        dog  0  0       1     0       0
+    """
     records = list(records)
     per_class: dict[str, Counter] = defaultdict(Counter)
     for r in records:

@@ -2,7 +2,8 @@
 
 The linear probe trains one `nn.Linear` on frozen embeddings with Lightning and scores top-1 on
 eval with torchmetrics. Zero-shot builds open_clip's class classifier (mean of normalized text
-embeddings over prompt templates) and scores top-1/top-5 with torchmetrics.
+embeddings over prompt templates) from any vision-language Encoder's `embed_texts`, and scores
+top-1/top-5 with torchmetrics.
 """
 
 from __future__ import annotations
@@ -10,16 +11,18 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
-from open_clip import build_zero_shot_classifier
 from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES, OPENAI_IMAGENET_TEMPLATES
 from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import TensorDataset
 from torchmetrics.functional.classification import multiclass_accuracy
 
+from dejavu.embed import embed_captions
+from dejavu.encoders import Encoder
 from dejavu.supervised import predict_logits, train_classifier
 
 #: prompts for the embedded scenes benchmark, whose classes are emoji drawn into scenes
@@ -32,6 +35,9 @@ SCENES_TEMPLATES: tuple[str, ...] = (
 )
 #: the 80 prompts of CLIP's ImageNet evaluation, as open_clip ships them
 IMAGENET_TEMPLATES = OPENAI_IMAGENET_TEMPLATES
+#: classes whose prompts go through one `embed_texts` call: open_clip's `build_zero_shot_classifier`
+#: batches 10, and the same batches keep its float sums (so the numbers) bit for bit
+CLASSES_PER_TEXT_BATCH = 10
 
 Labels = Sequence[str] | Sequence[int] | np.ndarray | torch.Tensor
 
@@ -129,19 +135,23 @@ def linear_probe(
 
 
 def zero_shot(
-    encoder,
+    encoder: Encoder,
     class_names: Sequence[str],
     templates: Sequence[str | Callable[[str], str]],
     eval_image_embeddings: torch.Tensor,
     eval_labels: Labels,
+    *,
+    cache_dir: Path | None = None,
 ) -> ZeroShotResult:
-    """Returns zero-shot top-1 and top-5 accuracy of an open_clip encoder on eval image embeddings.
+    """Returns zero-shot top-1 and top-5 accuracy of a vision-language encoder on eval image embeddings.
 
-    `encoder` needs `.model` (an open_clip model) and `.tokenizer`. The classifier is open_clip's
-    `build_zero_shot_classifier`; image embeddings are L2-normalized and logits = image @ classifier.
-    Labels are class names or indices into `class_names`. With fewer than 5 classes, top-5 is
-    top-C (then trivially 1), and `top5_k` says which k ran.
+    `encoder` needs a text tower (`supports_text`); the classifier is `zero_shot_classifier`, image
+    embeddings are L2-normalized and logits = image @ classifier. Labels are class names or indices
+    into `class_names`. With fewer than 5 classes, top-5 is top-C (then trivially 1), and `top5_k`
+    says which k ran. `cache_dir` caches the prompt embeddings.
     """
+    if not encoder.supports_text:
+        raise TypeError(f"zero-shot needs a vision-language encoder; {encoder!r} has no text tower")
     class_names = list(class_names)
     if len(set(class_names)) != len(class_names):
         raise ValueError("zero-shot class names must be distinct")
@@ -150,13 +160,8 @@ def zero_shot(
         raise ValueError(f"{len(eval_image_embeddings)} image embeddings but {len(targets)} labels")
     if len(targets) == 0:
         raise ValueError("zero-shot needs at least one eval image")
-    model = encoder.model
-    device = next(model.parameters()).device
-    classifier = build_zero_shot_classifier(
-        model, encoder.tokenizer, classnames=class_names, templates=list(templates), device=device
-    )
-    images = F.normalize(eval_image_embeddings.detach().float().to(device), dim=-1)
-    logits = (images @ classifier.float()).cpu()
+    classifier = zero_shot_classifier(encoder, class_names, templates, cache_dir=cache_dir)
+    logits = F.normalize(eval_image_embeddings.detach().float().cpu(), dim=-1) @ classifier
     num_classes = len(class_names)
     k = min(5, num_classes)
     top1 = multiclass_accuracy(logits, targets, num_classes=num_classes, average="micro", top_k=1)
@@ -164,6 +169,25 @@ def zero_shot(
     return ZeroShotResult(top1=float(top1), top5=float(topk), n=len(targets), top5_k=k,
                           correct_top1=top_k_correct(logits, targets, 1),
                           correct_top5=top_k_correct(logits, targets, k))
+
+
+def zero_shot_classifier(encoder: Encoder, class_names: Sequence[str],
+                         templates: Sequence[str | Callable[[str], str]], *,
+                         cache_dir: Path | None = None) -> torch.Tensor:
+    """Returns the [D, C] classifier of open_clip's `build_zero_shot_classifier`, through `embed_texts`.
+
+    Column c is the mean of class c's L2-normalized prompt embeddings, renormalized. With
+    `cache_dir`, the prompt embeddings are read from or written to the embedding cache.
+    """
+    if not templates:
+        raise ValueError("zero-shot needs at least one prompt template")
+    prompts = [t.format(c) if isinstance(t, str) else t(c) for c in class_names for t in templates]
+    # positions, not prompts, are the ids: a template without "{}" repeats a prompt across classes
+    texts = embed_captions(encoder, {str(i): p for i, p in enumerate(prompts)}, cache_dir=cache_dir,
+                           batch_size=CLASSES_PER_TEXT_BATCH * len(templates), progress=False)
+    per_class = texts.vectors.reshape(len(class_names), len(templates), -1).mean(dim=1)
+    # contiguous, as open_clip's concatenated batches are, so the logits matmul runs the same kernel
+    return (per_class / per_class.norm(dim=1, keepdim=True)).T.contiguous()
 
 
 def top_k_correct(logits: torch.Tensor, targets: torch.Tensor, k: int) -> np.ndarray:

@@ -1,4 +1,18 @@
-"""The mitigation seam: a named, strength-parameterized change to a training plan (SPEC section 8)."""
+"""The mitigation seam: a named, strength-parameterized change to a training plan (SPEC section 8).
+
+Trained models are cached under `TrainingPlan.training_key()`, so applying a mitigation
+(`Mitigation.__call__`, which `registry.apply_mitigations` uses) keeps that key honest by itself:
+
+- ``affects_training = True`` (the default): after `apply`, the mitigation's `training_note`
+  (its `spec()` unless it says otherwise) is appended to `plan.training_notes`, which the key
+  covers. A mitigation whose whole change is already in the key's other fields (crop scale,
+  epochs) returns None there; it is then refused if it changed the caption transforms or the
+  callbacks, which the key does not cover.
+- ``affects_training = False`` (measurement only): the mitigation is refused if `apply` changed
+  anything that shapes training, since models cached without it would be reused.
+
+`apply` itself only changes the plan; it never writes training notes.
+"""
 
 from __future__ import annotations
 
@@ -36,10 +50,19 @@ class TrainingPlan:
     applied: tuple[str, ...] = ()  # the mitigations applied, in order, as their Mitigation.spec() strings
     training_notes: tuple[str, ...] = ()  # training-affecting descriptions, part of the cache key
 
+    #: fields that shape training but stay out of the key; the training notes stand for them
+    UNKEYED_TRAINING_FIELDS: ClassVar[tuple[str, ...]] = ("caption_transforms", "callbacks")
+
     def training_key(self) -> dict:
         """Returns the fields that affect the trained weights (not the measurement)."""
         return {"recipe": self.recipe, "max_epochs": self.max_epochs,
                 "crop_scale": list(self.crop_scale), "training_notes": list(self.training_notes)}
+
+    def training_changes(self, other: TrainingPlan) -> list[str]:
+        """Returns the names of the training-shaping fields (keyed or not) that differ in `other`."""
+        mine, theirs = self.training_key(), other.training_key()
+        return ([name for name in mine if mine[name] != theirs[name]]
+                + [name for name in self.UNKEYED_TRAINING_FIELDS if getattr(self, name) != getattr(other, name)])
 
     def with_changes(self, **changes) -> TrainingPlan:
         """Returns a copy of the plan with the given fields replaced."""
@@ -71,7 +94,8 @@ class Mitigation:
     strength_range: ClassVar[tuple[float, float]] = (0.0, 1.0)
     #: modalities the mitigation applies to
     modalities: ClassVar[tuple[str, ...]] = ("image", "image-text")
-    #: whether it changes the trained weights (False: measurement only, models are reused)
+    #: whether it changes the trained weights: True enters `training_note` into the training key,
+    #: False (measurement only, models are reused) forbids changing what shapes training
     affects_training: ClassVar[bool] = True
     #: the strength a bare name (e.g. "crop") stands for
     default_strength: ClassVar[float] = 0.5
@@ -117,11 +141,39 @@ class Mitigation:
                 f"{self.name} does not apply to recipe {plan.recipe!r} ({plan.modality} model); "
                 f"it applies to {', '.join(self.modalities)} recipes")
 
+    def training_note(self, plan: TrainingPlan) -> str | None:
+        """Returns what applying this mitigation to `plan` adds to the training key: `spec()` by default.
+
+        Override it to keep an established note, or to return None when the key's other fields
+        (crop scale, epochs) already hold the whole change, so the cache key stays as before.
+        """
+        return self.spec()
+
     def __call__(self, plan: TrainingPlan) -> TrainingPlan:
-        """Returns the plan with this mitigation applied and recorded."""
+        """Returns the plan with this mitigation applied and recorded, in the training key too."""
         self.check(plan)
         out = self.apply(plan)
+        changed = plan.training_changes(out)
+        if self.affects_training:
+            out = self._noted(plan, out, changed)
+        elif changed:
+            raise MitigationError(
+                f"{self.name} declares affects_training = False but changed {', '.join(changed)}, which "
+                "shape the trained weights: models cached without it would be reused; declare "
+                "affects_training = True")
         return out.with_changes(applied=out.applied + (self.spec(),))
+
+    def _noted(self, plan: TrainingPlan, out: TrainingPlan, changed: list[str]) -> TrainingPlan:
+        """Returns `out` with this mitigation's training note appended to its training notes."""
+        note = self.training_note(plan)
+        if note is not None:
+            return out.with_changes(training_notes=out.training_notes + (note,))
+        unkeyed = [name for name in changed if name in plan.UNKEYED_TRAINING_FIELDS]
+        if unkeyed:
+            raise MitigationError(
+                f"{self.name} gives no training note but changed {', '.join(unkeyed)}, which the training "
+                "key does not cover: models cached without it would be reused; give a training note")
+        return out
 
     def apply(self, plan: TrainingPlan) -> TrainingPlan:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -34,6 +34,10 @@ class StrongerCrop(Mitigation):
     strength_range = (0.0, 1.0)
     default_strength = 0.5
 
+    def training_note(self, plan: TrainingPlan) -> None:
+        """Returns None: the crop scale, part of the training key, holds the whole change."""
+        return None
+
     def apply(self, plan: TrainingPlan) -> TrainingPlan:
-        """Returns the plan with the lowered crop scale (part of the training key)."""
+        """Returns the plan with the lowered crop scale."""
         return plan.with_changes(crop_scale=lowered_scale(plan.crop_scale, self.strength))

@@ -57,6 +57,24 @@ class EarlyStop(Mitigation):
             raise MitigationError(f"{self.name}: patience {self.options['patience']!r} must be a whole "
                                   "number of epochs")
 
+    @property
+    def monitor(self) -> str:
+        """Returns the validation metric the val variant watches."""
+        return str(self.options.get("monitor", "val_loss"))
+
+    def patience(self, plan: TrainingPlan) -> int:
+        """Returns the val variant's patience in epochs for the plan's recipe."""
+        return int(self.options.get("patience", derived_patience(plan.max_epochs, self.strength)))
+
+    def training_note(self, plan: TrainingPlan) -> str | None:
+        """Returns None for fewer epochs (part of the training key), else the callback's settings.
+
+        The val note keeps the wording of earlier releases, whose cached models are keyed by it.
+        """
+        if self.variant == "fraction":
+            return None
+        return f"earlystop:val monitor={self.monitor} patience={self.patience(plan)}"
+
     def apply(self, plan: TrainingPlan) -> TrainingPlan:
         """Returns the plan with fewer epochs, or with an EarlyStopping callback (variant val)."""
         if self.variant == "fraction":
@@ -64,10 +82,5 @@ class EarlyStop(Mitigation):
         # imported here because Lightning is slow to import and only this variant needs it
         from lightning.pytorch.callbacks import EarlyStopping
 
-        monitor = str(self.options.get("monitor", "val_loss"))
-        patience = int(self.options.get("patience", derived_patience(plan.max_epochs, self.strength)))
-        stopper = EarlyStopping(monitor=monitor, patience=patience, mode="min", strict=True)
-        # callbacks are not part of the training key, so the note keeps the cache honest
-        note = f"earlystop:val monitor={monitor} patience={patience}"
-        return plan.with_changes(callbacks=plan.callbacks + (stopper,),
-                                 training_notes=plan.training_notes + (note,))
+        stopper = EarlyStopping(monitor=self.monitor, patience=self.patience(plan), mode="min", strict=True)
+        return plan.with_changes(callbacks=plan.callbacks + (stopper,))

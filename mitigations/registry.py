@@ -6,6 +6,11 @@ group ``dejavu_bench.mitigations`` (name = the mitigation's name, value = its cl
     [project.entry-points."dejavu_bench.mitigations"]
     mymit = "mypackage.mymit:MyMitigation"
 
+A plugin only changes the plan in `apply`; applying it (`apply_mitigations`, through
+`Mitigation.__call__`) enters it into the model cache key when it sets ``affects_training``
+(the default), and refuses it when it claims measurement only but changed training (see
+`mitigations.base`).
+
 Spelling of one mitigation: ``NAME[:VARIANT][=STRENGTH][,KEY=VALUE...]``, e.g. ``textrand``
 (the default strength of each mitigation), ``textrand:shuffle=0.5``, ``earlystop:val=0.5,patience=3``,
 ``guillotine,layer=backbone``. A combination joins them with ``+`` and applies them left to

@@ -93,6 +93,5 @@ class TextRandomization(Mitigation):
         return {"shuffle": ShuffleWords, "drop": DropWords}[self.variant](self.strength)
 
     def apply(self, plan: TrainingPlan) -> TrainingPlan:
-        """Returns the plan with the caption transform appended (and noted in the training key)."""
-        return plan.with_changes(caption_transforms=plan.caption_transforms + (self.transform(),),
-                                 training_notes=plan.training_notes + (self.spec(),))
+        """Returns the plan with the caption transform appended (its spec() enters the training key)."""
+        return plan.with_changes(caption_transforms=plan.caption_transforms + (self.transform(),))

@@ -114,6 +114,10 @@ def test_measure_two_models_runs_and_stores_every_test(measure_dirs, capsys):
     assert set(table.subset) == set(SUBSETS)
     assert f"{len(table)} rows appended to" in printed
     assert not (measure_dirs / "cache" / "models").exists()  # measured, never trained
+    # recorded as `bench run` records a run: the same table, and a report page that says how to repeat it
+    html = (measure_dirs / "two" / "reports" / table.run_id.iloc[0] / "report.html").read_text()
+    assert ("python -m bench measure --target tiny-clip:1 --reference tiny-clip:2 --layer projector "
+            "--data scenes --preset smoke") in html
 
 
 def test_measure_one_model_runs_only_one_model_tests(measure_dirs, capsys):

@@ -8,12 +8,15 @@ from torch import nn
 
 from dejavu.encoders import (
     TINY_CLIP_CONFIG,
+    TINY_CLIP_NAME,
     Encoder,
     ModuleEncoder,
     NonFiniteEmbeddingError,
     OpenClipEncoder,
     create_open_clip,
     flatten_features,
+    register_packaged_configs,
+    state_dict_digest,
 )
 
 
@@ -136,6 +139,16 @@ def test_clip_checkpoint_round_trip_with_module_prefix(tiny_clip, tmp_path):
     assert loaded.name.endswith("@clip.pt")
     pixels = torch.randn(2, 3, 32, 32)
     assert torch.equal(loaded.embed_images(pixels), tiny_clip.embed_images(pixels))
+
+
+def test_tiny_clip_is_an_open_clip_model_config_by_name(tiny_clip):
+    import open_clip
+
+    register_packaged_configs()
+    assert open_clip.get_model_config(TINY_CLIP_NAME) == TINY_CLIP_CONFIG
+    torch.manual_seed(0)  # as the fixture was made: the same config, so the same weights
+    by_name = open_clip.create_model(TINY_CLIP_NAME)
+    assert state_dict_digest(by_name).digest() == state_dict_digest(tiny_clip.model).digest()
 
 
 def test_clip_bad_inputs_are_clear_errors(tmp_path):

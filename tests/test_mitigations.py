@@ -8,6 +8,7 @@ import pickle
 import sys
 import types
 from importlib import metadata
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -169,6 +170,61 @@ def test_guillotine_strength_is_a_whole_number():
     with pytest.raises(MitigationError, match="outside"):
         Guillotine(-1)
     assert Guillotine(3.0).strength == 3 and isinstance(Guillotine(3.0).strength, int)
+
+
+# --- the training key seam ----------------------------------------------------------------
+
+class ThirdParty(Mitigation):
+    """A plugin-style mitigation that changes the plan given to it and writes no training note."""
+
+    name = "thirdparty"
+    changes: ClassVar[dict] = {}
+
+    def apply(self, plan):
+        return plan.with_changes(**self.changes)
+
+
+def third_party(affects_training, **changes):
+    """Returns a ThirdParty instance with the given declaration, applying the given plan changes."""
+    cls = type("Custom", (ThirdParty,), {"affects_training": affects_training, "changes": changes})
+    return cls(0.5)
+
+
+@pytest.mark.parametrize("changes", [{"crop_scale": (0.05, 1.0)}, {"max_epochs": 3},
+                                     {"caption_transforms": (DropWords(0.1),)}, {}])
+def test_a_training_mitigation_enters_the_training_key_without_writing_a_note(changes):
+    plan = third_party(True, **changes)(CLIP)
+    assert plan.training_key() != CLIP.training_key()
+    assert plan.training_notes == ("thirdparty=0.5",)
+
+
+def test_a_measurement_only_mitigation_that_leaves_training_alone_keeps_the_key():
+    plan = third_party(False, measure_layer="backbone")(VICREG)
+    assert plan.training_key() == VICREG.training_key() and plan.measure_layer == "backbone"
+
+
+@pytest.mark.parametrize(("changes", "named"), [
+    ({"crop_scale": (0.05, 1.0)}, "crop_scale"), ({"max_epochs": 3}, "max_epochs"),
+    ({"training_notes": ("mine",)}, "training_notes"), ({"callbacks": (object(),)}, "callbacks"),
+    ({"caption_transforms": (DropWords(0.1),)}, "caption_transforms")])
+def test_a_measurement_only_mitigation_that_changes_training_is_refused(changes, named):
+    with pytest.raises(MitigationError, match=rf"^thirdparty declares affects_training = False but changed "
+                                              rf"{named}\b.*would be reused"):
+        third_party(False, **changes)(CLIP)
+
+
+def test_a_missing_note_is_refused_when_the_key_does_not_cover_the_change():
+    silent = type("Silent", (ThirdParty,), {"changes": {"callbacks": (object(),)},
+                                            "training_note": lambda self, plan: None})
+    with pytest.raises(MitigationError, match=r"^thirdparty gives no training note but changed callbacks"):
+        silent(0.5)(VICREG)
+
+
+def test_builtin_notes_keep_the_keys_of_cached_models():
+    assert TextRandomization(0.3)(CLIP).training_notes == ("textrand=0.3",)
+    assert StrongerCrop(0.5)(CLIP).training_notes == EarlyStop(0.5)(CLIP).training_notes == ()
+    plan = apply_mitigations(CLIP, parse_mitigations(["earlystop:val=0.5,patience=2+textrand:drop=0.2"]))
+    assert plan.training_notes == ("earlystop:val monitor=val_loss patience=2", "textrand:drop=0.2")
 
 
 # --- registry -----------------------------------------------------------------------------

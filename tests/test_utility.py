@@ -5,6 +5,7 @@ import open_clip
 import pytest
 import torch
 
+from dejavu.encoders import OpenClipEncoder
 from dejavu.utility import (
     IMAGENET_TEMPLATES,
     SCENES_TEMPLATES,
@@ -57,22 +58,17 @@ def test_probe_rejects_mismatched_lengths():
         linear_probe(torch.zeros(3, 2), ["a", "b"], torch.zeros(1, 2), ["a"], epochs=1)
 
 
-class TinyClip:
-    """An open_clip encoder as the adapters expose it: `.model` and `.tokenizer` (random weights)."""
-
-    def __init__(self):
-        torch.manual_seed(0)
-        self.model = open_clip.CLIP(
-            embed_dim=16,
-            vision_cfg=open_clip.CLIPVisionCfg(layers=1, width=32, head_width=16, patch_size=8, image_size=16),
-            text_cfg=open_clip.CLIPTextCfg(context_length=16, width=32, heads=2, layers=1),
-        ).eval()
-        self.tokenizer = open_clip.SimpleTokenizer(context_length=16)
-
-
 @pytest.fixture(scope="module")
 def tiny_clip():
-    return TinyClip()
+    """A random open_clip model behind the Encoder seam, which is all zero-shot uses."""
+    torch.manual_seed(0)
+    model = open_clip.CLIP(
+        embed_dim=16,
+        vision_cfg=open_clip.CLIPVisionCfg(layers=1, width=32, head_width=16, patch_size=8, image_size=16),
+        text_cfg=open_clip.CLIPTextCfg(context_length=16, width=32, heads=2, layers=1),
+    ).eval()
+    return OpenClipEncoder(model, open_clip.image_transform(16, is_train=False),
+                           open_clip.SimpleTokenizer(context_length=16), device="cpu")
 
 
 CLASSES = ["apple", "bicycle", "cat", "dog", "kite", "tree", "whale"]

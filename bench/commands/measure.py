@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import shlex
 import time
 from pathlib import Path
 
@@ -14,9 +15,9 @@ from bench.commands.run import add_allow_outside
 from bench.preflight import check_measurable, check_writable_folder, report_long_captions
 from bench.presets import load_preset
 from bench.recipes.train import load_trained
+from bench.record import record_run
 from bench.report import print_summary
 from bench.run import load_preset_dataset
-from bench.store import ResultsStore
 from dejavu.data import check_spec
 from dejavu.data.validate import check_images
 from dejavu.encoders import TINY_CLIP_CONFIG, OpenClipEncoder
@@ -62,6 +63,16 @@ def register(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
+def repeat_command(args: argparse.Namespace) -> str:
+    """Returns the `python -m bench measure` line that measures these models again."""
+    words = ["python -m bench measure", f"--target {shlex.quote(args.target)}"]
+    if args.reference:
+        words.append(f"--reference {shlex.quote(args.reference)}")
+    words += [f"--layer {args.layer}", f"--data {shlex.quote(args.data)}", f"--preset {args.preset}"]
+    words += [f"--set {shlex.quote(o)}" for o in args.overrides]
+    return " ".join(words)
+
+
 def main(args: argparse.Namespace) -> int:
     """Returns 0 after measuring and printing every applicable test."""
     start = time.perf_counter()
@@ -90,6 +101,7 @@ def main(args: argparse.Namespace) -> int:
     meta = {"run_id": run_id, "recipe": f"external:{args.target}", "mitigation": "none", "strength": 0.0,
             "seed": 0, "dataset": f"{args.data}:{records.fingerprint()}", "preset": args.preset,
             "wall_s": round(time.perf_counter() - start, 1)}
-    ResultsStore(args.out / "runs.csv").append(meta, rows)
-    print_summary(rows.assign(**meta), args.out / "runs.csv")
+    settings = {"command": repeat_command(args), "preset": preset.name, "description": preset.description,
+                "sections": {"measure": preset.measure.as_dict()}}
+    print_summary(record_run(args.out, meta, rows, lambda: settings), args.out / "runs.csv")
     return 0

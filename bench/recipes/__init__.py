@@ -12,6 +12,7 @@ from bench.recipes.clip import Clip
 from bench.recipes.config import TrainConfig
 from bench.recipes.ssl import BYOL, BarlowTwins, SimCLR, VICReg
 from bench.recipes.supervised import Supervised
+from dejavu.plugins import RECIPES_GROUP, load_plugins, subclass_of
 from dejavu.records import RecordSet
 from mitigations.base import TrainingPlan
 
@@ -20,11 +21,17 @@ RECIPES: dict[str, type[RecipeModule]] = {
 }
 
 
+def available_recipes() -> dict[str, type[RecipeModule]]:
+    """Returns every recipe class by name: the built-ins, then the `dejavu_bench.recipes` entry-point plugins."""
+    return load_plugins(RECIPES_GROUP, RECIPES, subclass_of(RecipeModule), "recipe")
+
+
 def get_recipe(name: str) -> type[RecipeModule]:
     """Returns the recipe class registered under `name`."""
-    if name not in RECIPES:
-        raise ValueError(f"unknown recipe {name!r}; choose one of {', '.join(RECIPES)}")
-    return RECIPES[name]
+    known = RECIPES if name in RECIPES else available_recipes()  # the built-ins without reading entry points
+    if name not in known:
+        raise ValueError(f"unknown recipe {name!r}; choose one of {', '.join(known)}")
+    return known[name]
 
 
 def build_recipe(name: str, cfg: TrainConfig, records: RecordSet, crop_scale) -> RecipeModule:
@@ -40,5 +47,5 @@ def make_plan(name: str, cfg: TrainConfig) -> TrainingPlan:
                         crop_scale=tuple(crop_scale))
 
 
-__all__ = ["RECIPES", "RecipeModule", "TrainConfig", "build_recipe", "get_recipe", "make_plan",
+__all__ = ["RECIPES", "RecipeModule", "TrainConfig", "available_recipes", "build_recipe", "get_recipe", "make_plan",
            "resolve_layer"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from typing import ClassVar
 
 import torch
 from lightly.loss import BarlowTwinsLoss, NegativeCosineSimilarity, NTXentLoss, VICRegLoss
@@ -62,10 +63,13 @@ def _check_dims(recipe: str, dims: tuple[int, ...], n_layers: int | None, equal_
 class SSLModule(RecipeModule):
     """Two views, one shared backbone and projector, and a loss between the two projections."""
 
+    #: the recipe whose projector widths (train.projector) this one uses; None: its own name's
+    projector_of: ClassVar[str | None] = None
+
     def __init__(self, cfg: dict, crop_scale=(0.2, 1.0)):
         super().__init__(cfg, crop_scale)
         self.backbone, feature_dim = build_backbone(self.cfg.backbone, self.cfg.image_size)
-        self.projector = self.build_projector(feature_dim, self.cfg.projector_dims(self.name))
+        self.projector = self.build_projector(feature_dim, self.cfg.projector_dims(self.projector_of or self.name))
         self.criterion = self.build_criterion()
 
     def build_projector(self, feature_dim: int, dims: tuple[int, ...]) -> nn.Module:

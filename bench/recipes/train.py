@@ -28,7 +28,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-from bench.recipes import RECIPES, build_recipe
+from bench.recipes import build_recipe, get_recipe
 from bench.recipes.base import CHECKPOINT_RECIPE_KEY, RecipeModule
 from bench.recipes.config import TrainConfig
 from bench.recipes.data import TrainingData, expand_by_repeat, expanded_length, matched_length
@@ -153,8 +153,7 @@ def train_model(plan: TrainingPlan, records: RecordSet, cfg: TrainConfig, out_di
     `epoch_length` pads every epoch to that many samples (see `matched_length`); pass the target
     model's `expanded_length(A)` when training the reference on B, so both take the same steps.
     """
-    if plan.recipe not in RECIPES:
-        raise ValueError(f"unknown recipe {plan.recipe!r}; choose one of {', '.join(RECIPES)}")
+    get_recipe(plan.recipe)  # an unknown name fails here, before a folder is made
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with _exclusive(out_dir):
@@ -264,9 +263,11 @@ def load_trained(checkpoint: Path, map_location: str | torch.device = "cpu") -> 
     if not checkpoint.is_file():
         raise FileNotFoundError(f"no checkpoint at {checkpoint}; train the model first")
     name = read_checkpoint(checkpoint).get(CHECKPOINT_RECIPE_KEY)
-    if name not in RECIPES:
-        raise ValueError(f"{checkpoint} was not written by a dejavu-bench recipe (recipe {name!r})")
-    module = RECIPES[name].load_from_checkpoint(checkpoint, map_location=map_location, weights_only=True)
+    try:
+        recipe = get_recipe(name)
+    except ValueError:
+        raise ValueError(f"{checkpoint} was not written by a dejavu-bench recipe (recipe {name!r})") from None
+    module = recipe.load_from_checkpoint(checkpoint, map_location=map_location, weights_only=True)
     return TrainedModel(checkpoint, name, module.eval())
 
 

@@ -36,19 +36,43 @@ class StatsConfig:
 
 
 def subset_masks(canary: np.ndarray) -> dict[str, np.ndarray]:
-    """Returns the `all`, `canary` and `non-canary` masks for a per-record canary flag."""
+    """Returns the `all`, `canary` and `non-canary` masks for a per-record canary flag.
+
+    Example:
+        >>> from dejavu.attacks.common import subset_masks
+        >>> {name: mask.tolist() for name, mask in subset_masks([True, False, False]).items()}
+        {'all': [True, True, True], 'canary': [True, False, False], 'non-canary': [False, True, True]}
+    """
     canary = np.asarray(canary, dtype=bool)
     return {"all": np.ones_like(canary), "canary": canary, "non-canary": ~canary}
 
 
 def class_index(*record_sets: RecordSet) -> dict[str, int]:
-    """Returns label -> class number over the labels of all records, in sorted label order."""
+    """Returns label -> class number over the labels of all records, in sorted label order.
+
+    Example:
+        >>> from dejavu.attacks.common import class_index
+        >>> from dejavu.records import Record, RecordSet
+        >>> public = RecordSet([Record("p1", "p1.png", 8, 8, "dog"), Record("p2", "p2.png", 8, 8)])
+        >>> class_index(public, RecordSet([Record("a1", "a1.png", 8, 8, "cat")]))  # p2 has no label
+        {'cat': 0, 'dog': 1}
+    """
     labels = sorted({r.label for rs in record_sets for r in rs if r.label is not None})
     return {label: i for i, label in enumerate(labels)}
 
 
 def require_labels(records: RecordSet, role: str) -> None:
-    """Raises RecordError naming the first record of `records` without a label."""
+    """Raises RecordError naming the first record of `records` without a label.
+
+    Example:
+        >>> from dejavu.attacks.common import require_labels
+        >>> from dejavu.records import Record, RecordSet
+        >>> public = RecordSet([Record("p1", "p1.png", 8, 8, "dog"), Record("p2", "p2.png", 8, 8)])
+        >>> require_labels(public, "public")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        dejavu.records.RecordError: record 'p2', file 'p2.png': public record has no label; the image test ...
+    """
     for r in records:
         if r.label is None:
             raise RecordError(f"{role} record has no label; the image test needs a label for every {role} record",
@@ -56,12 +80,25 @@ def require_labels(records: RecordSet, role: str) -> None:
 
 
 def excluded_rows(test: str, excluded: Counter, prefix: str = "") -> list[Row]:
-    """Returns one `<prefix>excluded_<reason>` row per reason, its value and n the number of records left out."""
+    """Returns one `<prefix>excluded_<reason>` row per reason, its value and n the number of records left out.
+
+    Example:
+        >>> from collections import Counter
+        >>> from dejavu.attacks.common import excluded_rows
+        >>> [(row.metric, row.n) for row in excluded_rows("image-two-model", Counter(tiny_crop=1, no_boxes=3))]
+        [('excluded_no_boxes', 3), ('excluded_tiny_crop', 1)]
+    """
     return [Row(test, "all", f"{prefix}excluded_{reason}", float(n), n=n) for reason, n in sorted(excluded.items())]
 
 
 def pct(p: float) -> str:
-    """Returns the percent spelling used in metric names: 0.05 -> '5', 1.0 -> '100'."""
+    """Returns the percent spelling used in metric names: 0.05 -> '5', 1.0 -> '100'.
+
+    Example:
+        >>> from dejavu.attacks.common import pct
+        >>> pct(0.05), pct(1.0), pct(0.005)
+        ('5', '100', '0.5')
+    """
     return f"{p * 100:g}"
 
 
@@ -72,6 +109,21 @@ def gap_rows(test: str, subset: str, split_a: AttackedSplit, split_b: AttackedSp
     With both splits it is the symmetrized two-model test (SPEC section 3). With `split_b` None or
     empty (a one-model test, or the canaries, which exist only in A) it is the one-direction gap.
     `prefix` starts every metric name (`null_` for the same rows on the eval records).
+
+    Example:
+        The splits of `dejavu.metrics.dejavu_gap`, whose DV(100%) is 0.125:
+
+        >>> from dejavu.attacks.common import StatsConfig, gap_rows
+        >>> from dejavu.metrics import AttackedSplit
+        >>> a = AttackedSplit(["a1", "a2", "a3", "a4"], [1, 1, 0, 0], [.9, .8, .2, .1],
+        ...                   [1, 0, 0, 0], [.1, .9, .8, .2])
+        >>> b = AttackedSplit(["b1", "b2"], [1, 0], [.9, .1], [0, 1], [.5, .6])
+        >>> rows = gap_rows("image-two-model", "all", a, b, [1.0], StatsConfig(n_bootstrap=50))
+        >>> [(row.metric, row.value) for row in rows]  # doctest: +NORMALIZE_WHITESPACE
+        [('dv_gap@100', 0.125), ('target_acc@100', 0.5), ('reference_acc@100', 0.375),
+         ('memorized', 0.375), ('correlated', 0.125), ('misrepresented', 0.25), ('unassociated', 0.25)]
+        >>> {row.n for row in rows}  # the records of both splits
+        {6}
     """
     rows: list[Row] = []
     if len(split_a) == 0:
@@ -109,6 +161,19 @@ def corrected_gap_rows(test: str, subset: str, split: AttackedSplit, null: Attac
     A one-model reference is a different kind of predictor from the target, so even on records
     neither saw (the null) the two differ; only the part of the gap above that is memorization
     (SPEC section 5, "Null for one-model tests").
+
+    Example:
+        A one-direction gap of 1/2 - 1/4 on the attacked records, of 1/2 - 1/2 on the null:
+
+        >>> from dejavu.attacks.common import StatsConfig, corrected_gap_rows
+        >>> from dejavu.metrics import AttackedSplit
+        >>> attacked = AttackedSplit(["a1", "a2", "a3", "a4"], [1, 1, 0, 0], [.9, .8, .2, .1],
+        ...                          [1, 0, 0, 0], [.1, .9, .8, .2])
+        >>> null = AttackedSplit(["e1", "e2"], [1, 0], [.9, .1], [0, 1], [.5, .6])
+        >>> [row] = corrected_gap_rows("image-one-model-nb", "all", attacked, null, [1.0],
+        ...                            StatsConfig(n_bootstrap=50))
+        >>> row.metric, row.value, row.n
+        ('corrected_dv_gap@100', 0.25, 6)
     """
     if len(split) == 0 or len(null) == 0:
         return []

@@ -247,6 +247,25 @@ def canary_rows(test: str, split_a: AttackedSplit, canary: np.ndarray, scores: n
     per-record log-likelihood ratio of the true label, `canary_auroc@llr` ranks by it. All need
     canaries and other records in A; otherwise there are no rows. When the level keeps no canary
     (floor(level * n_canary) = 0) the canary gap is undefined, and so is its p-value (NaN).
+
+    Example:
+        Six A records; the two canaries are memorized (target right, reference wrong), the other
+        four are not. Only one of the C(6, 2) = 15 random pairs of records has the canaries' gap,
+        so the p-value is close to 1/15; the score ranks both canaries first, so the AUROC is 1:
+
+        >>> import numpy as np
+        >>> from dejavu.attacks.common import StatsConfig
+        >>> from dejavu.attacks.image import canary_rows
+        >>> from dejavu.metrics import AttackedSplit
+        >>> a = AttackedSplit([f"a{i}" for i in range(6)], [1, 1, 1, 0, 1, 0], np.zeros(6),
+        ...                   [0, 0, 1, 0, 1, 0], np.zeros(6))
+        >>> canary = np.array([True, True, False, False, False, False])
+        >>> scores = np.array([0.5, 0.7, -np.inf, -np.inf, -np.inf, -np.inf])  # see metrics.sample_scores
+        >>> p_value, auc = canary_rows("image-two-model", a, canary, scores, 1.0, StatsConfig(n_bootstrap=50))
+        >>> p_value.metric, abs(p_value.value - 1 / 15) < 0.02, p_value.n
+        ('pvalue_dv_gap@100', True, 2)
+        >>> auc.metric, auc.value, auc.ci_low
+        ('canary_auroc', 1.0, 1.0)
     """
     if not canary.any() or canary.all():
         return []

@@ -114,7 +114,18 @@ class Retrieval:
 
 
 def caption_queries(records: RecordSet, split: str, vocabulary: tuple[str, ...]) -> CaptionQueries:
-    """Returns the `split` records with a caption and ground-truth objects; the rest are counted."""
+    """Returns the `split` records with a caption and ground-truth objects; the rest are counted.
+
+    Example:
+        >>> from dejavu.attacks.vlm import caption_queries
+        >>> from dejavu.records import Record, RecordSet
+        >>> records = RecordSet([Record("a1", "a1.png", 8, 8, caption="a dog", objects=("dog",), split="A"),
+        ...                      Record("a2", "a2.png", 8, 8, objects=("cat",), split="A"),
+        ...                      Record("b1", "b1.png", 8, 8, caption="a cat", objects=("cat",), split="B")])
+        >>> queries = caption_queries(records, "A", vocabulary=("cat", "dog"))
+        >>> queries.records.ids, queries.truth, dict(queries.excluded)
+        (['a1'], array([[False,  True]]), {'no-caption': 1})
+    """
     keep, excluded = [], Counter()
     for r in records:
         if r.split != split:
@@ -130,7 +141,17 @@ def caption_queries(records: RecordSet, split: str, vocabulary: tuple[str, ...])
 
 
 def public_objects(records: RecordSet) -> PublicObjects:
-    """Returns the public records and a vocabulary covering every object of every record."""
+    """Returns the public records and a vocabulary covering every object of every record.
+
+    Example:
+        >>> from dejavu.attacks.vlm import public_objects
+        >>> from dejavu.records import Record, RecordSet
+        >>> records = RecordSet([Record("p1", "p1.png", 8, 8, objects=("dog", "ball"), split="public"),
+        ...                      Record("a1", "a1.png", 8, 8, objects=("cat",), split="A")])
+        >>> public = public_objects(records)
+        >>> public.vocabulary, public.records.ids, public.objects
+        (('ball', 'cat', 'dog'), ['p1'], array([[ True, False,  True]]))
+    """
     public = records.where(split="public")
     vocabulary = object_vocabulary([r.objects or () for r in records])
     return PublicObjects(public, multi_hot([r.objects or () for r in public], vocabulary, public.ids), vocabulary)

@@ -1,4 +1,27 @@
-"""Pure memorization metrics on arrays: image test (SPEC §3), vision-language test (§5), statistics (§6)."""
+"""Pure memorization metrics on arrays: image test (SPEC §3), vision-language test (§5), statistics (§6).
+
+Example:
+    The image test end to end on two splits of two records each, with k = 3 neighbours per record.
+    The target is the model trained on the split, the reference the one trained on the other split.
+    On A the target's votes are both right and the reference's both wrong; on B each model gets
+    one record right:
+
+    >>> import numpy as np
+    >>> from dejavu.metrics import AttackedSplit, dejavu_gap, label_vote, symmetric_quadrants
+    >>> far = np.zeros((2, 3))  # neighbour distances: they only break ties between labels
+    >>> a = AttackedSplit.from_votes(["a1", "a2"], [0, 1], target=label_vote([[0, 0, 1], [1, 1, 1]], far, 2),
+    ...                              reference=label_vote([[1, 1, 0], [1, 0, 0]], far, 2))
+    >>> b = AttackedSplit.from_votes(["b1", "b2"], [1, 0], target=label_vote([[1, 1, 0], [0, 1, 1]], far, 2),
+    ...                              reference=label_vote([[0, 0, 0], [0, 0, 1]], far, 2))
+    >>> a.memorized(), b.memorized()
+    (array([ True,  True]), array([ True, False]))
+    >>> dejavu_gap(a, b, 1.0)  # target (1 + 1/2) / 2, reference (0 + 1/2) / 2
+    Gap(target=0.75, reference=0.25, gap=0.5)
+    >>> dejavu_gap(a, b, 0.5)  # each model's most confident record only (lowest vote entropy, then id)
+    Gap(target=1.0, reference=0.0, gap=1.0)
+    >>> symmetric_quadrants(a, b)  # DV(100%) = memorized - misrepresented
+    {'memorized': 0.75, 'correlated': 0.0, 'misrepresented': 0.25, 'unassociated': 0.0}
+"""
 
 from dejavu.metrics.image import (
     QUADRANTS,

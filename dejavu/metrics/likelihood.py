@@ -27,7 +27,17 @@ LAPLACE = 1.0
 
 
 def neighbour_weights(distances) -> np.ndarray:
-    """Returns float [n, k]: each neighbour's kernel weight, rows summing to k (see the module docstring)."""
+    """Returns float [n, k]: each neighbour's kernel weight, rows summing to k (see the module docstring).
+
+    Example:
+        Distances 0, 1, 2 give raw weights e^0, e^-1/2, e^-1, scaled to sum to k = 3; equal
+        distances weigh every neighbour 1:
+
+        >>> from dejavu.metrics import neighbour_weights
+        >>> neighbour_weights([[0.0, 1.0, 2.0], [5.0, 5.0, 5.0]]).round(3)
+        array([[1.519, 0.922, 0.559],
+               [1.   , 1.   , 1.   ]])
+    """
     d = np.asarray(distances, dtype=np.float64)
     if d.ndim != 2 or d.shape[1] == 0 or not np.isfinite(d).all():
         raise ValueError(f"need a finite [n, k>0] matrix of neighbour distances, got shape {d.shape}")
@@ -42,6 +52,17 @@ def label_log_likelihood(neighbour_labels, distances, labels, n_classes: int) ->
     """Returns float [n]: log p(y) of each record's true label y under its neighbours' soft vote.
 
     A true label outside [0, n_classes) (one no public image carries) gets the smoothing floor.
+
+    Example:
+        Two records of true class 1, three equidistant neighbours each, two classes. The first
+        has two neighbours of class 1, so p(1) = (2 + 1) / (3 + 2); the second none, so p(1) is
+        the floor 1 / (3 + 2):
+
+        >>> import numpy as np
+        >>> from dejavu.metrics import label_log_likelihood
+        >>> log_p = label_log_likelihood([[1, 1, 0], [0, 0, 0]], np.zeros((2, 3)), labels=[1, 1], n_classes=2)
+        >>> np.exp(log_p).round(3)
+        array([0.6, 0.2])
     """
     nbr = np.asarray(neighbour_labels)
     y = np.asarray(labels)
@@ -56,7 +77,16 @@ def label_log_likelihood(neighbour_labels, distances, labels, n_classes: int) ->
 
 
 def soft_object_counts(public_objects, neighbours, distances) -> np.ndarray:
-    """Returns float [n, V]: for each record, the summed weight of its neighbours that hold each object."""
+    """Returns float [n, V]: for each record, the summed weight of its neighbours that hold each object.
+
+    Example:
+        Three public images over the objects (ball, dog); one record whose two equidistant
+        neighbours are images 0 (a ball) and 1 (a ball and a dog):
+
+        >>> from dejavu.metrics import soft_object_counts
+        >>> soft_object_counts([[1, 0], [1, 1], [0, 1]], neighbours=[[0, 1]], distances=[[0.5, 0.5]])
+        array([[2., 1.]])
+    """
     public = np.asarray(public_objects, dtype=np.float64)
     nbrs = np.asarray(neighbours)
     w = neighbour_weights(distances)
@@ -72,7 +102,19 @@ def soft_object_counts(public_objects, neighbours, distances) -> np.ndarray:
 
 
 def object_log_likelihood(truth, soft_counts, k: int) -> np.ndarray:
-    """Returns float [n]: the mean over each record's true objects of log p(o), p(o) = (w_o + 1)/(k + 2)."""
+    """Returns float [n]: the mean over each record's true objects of log p(o), p(o) = (w_o + 1)/(k + 2).
+
+    Example:
+        Soft counts 2 (ball) and 1 (dog) out of k = 2 neighbours give p(ball) = 3/4 and
+        p(dog) = 2/4. A record whose only true object is the ball scores log 3/4; one with both
+        scores the mean of the logs, the log of the geometric mean sqrt(3/4 * 1/2):
+
+        >>> import numpy as np
+        >>> from dejavu.metrics import object_log_likelihood
+        >>> log_p = object_log_likelihood([[True, False], [True, True]], [[2.0, 1.0], [2.0, 1.0]], k=2)
+        >>> np.exp(log_p).round(4)
+        array([0.75  , 0.6124])
+    """
     g = np.asarray(truth, dtype=bool)
     c = np.asarray(soft_counts, dtype=np.float64)
     if g.ndim != 2 or g.shape != c.shape:

@@ -1,0 +1,56 @@
+"""Utility: what the target is good for, beside what it memorizes (a linear probe; zero-shot for VLMs)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+
+from dejavu.attacks.common import StatsConfig, excluded_rows
+from dejavu.embed import embed_records
+from dejavu.measurements.base import MeasureContext, MeasurementTest
+from dejavu.metrics import Interval, bootstrap_indices, bootstrap_mean
+from dejavu.records import RecordSet
+from dejavu.results import Row
+from dejavu.utility import linear_probe, zero_shot, zero_shot_classes
+
+
+class UtilityTest(MeasurementTest):
+    """The target's linear-probe top-1 (public -> eval) and, for VLMs, zero-shot top-1/top-5.
+
+    Unlabelled public or eval records cannot train or score a classifier; they are counted in an
+    `excluded_no-label` row.
+    """
+
+    name = "utility"
+
+    def run(self, ctx: MeasureContext) -> list[Row]:
+        records, cfg, models = ctx.records, ctx.cfg, ctx.models
+        train = RecordSet([r for r in records if r.split == "public" and r.label is not None], name="probe train")
+        evaluation = RecordSet([r for r in records if r.split == "eval" and r.label is not None], name="eval")
+        if len(train) == 0 or len(evaluation) == 0:
+            raise ValueError(f"utility needs labelled public and eval records; got {len(train)} and "
+                             f"{len(evaluation)}")
+        unlabelled = sum(r.split in ("public", "eval") and r.label is None for r in records)
+        rows = excluded_rows(self.name, Counter({"no-label": unlabelled} if unlabelled else {}))
+        kw = dict(ctx.embed_options, batch_size=cfg.image.batch_size)
+        x_train = embed_records(models.target, train, **kw)
+        x_eval = embed_records(models.target, evaluation, **kw)
+        probe = linear_probe(x_train.vectors, [r.label for r in train], x_eval.vectors,
+                             [r.label for r in evaluation], epochs=cfg.probe_epochs, seed=cfg.image.stats.seed)
+        stats = cfg.image.stats
+        rows.append(accuracy_interval(probe.top1, probe.correct, stats).row(self.name, "all", "linear_probe_top1"))
+        if models.target_vlm is not None and models.target_vlm.supports_text:
+            names, templates = zero_shot_classes([r.label for r in records if r.label is not None],
+                                                 cfg.zero_shot_templates)
+            z = embed_records(models.target_vlm, evaluation, **kw)
+            zs = zero_shot(models.target_vlm, list(names.values()), templates, z.vectors,
+                           [names[r.label] for r in evaluation], cache_dir=ctx.cache_dir)
+            rows += [accuracy_interval(zs.top1, zs.correct_top1, stats).row(self.name, "all", "zero_shot_top1"),
+                     accuracy_interval(zs.top5, zs.correct_top5, stats).row(self.name, "all", "zero_shot_top5")]
+        return rows
+
+
+def accuracy_interval(value: float, correct: np.ndarray, stats: StatsConfig) -> Interval:
+    """Returns an accuracy with its 95% bootstrap interval over the eval items."""
+    return bootstrap_mean(correct, bootstrap_indices(correct.size, stats.n_bootstrap, stats.seed), value)
