@@ -27,6 +27,7 @@ from dejavu.data.validate import DEFAULT_MAX_PIXELS
 from dejavu.knn import INDEXES, approximate_index
 from dejavu.measurements import available_tests
 from dejavu.records import MAX_REPEAT
+from dejavu.references.crop_classifier import check_arch
 from dejavu.results import TESTS
 from mitigations.base import TrainingPlan
 
@@ -82,6 +83,18 @@ class MeasureSection:
     crop_epochs: int = field(default=10, metadata=at_least(1))  # the one-model crop classifier's training epochs
     crop_image_size: int = field(default=32, metadata=at_least(8))
     probe_epochs: int = field(default=50, metadata=at_least(1))  # linear-probe training epochs
+    # the seed of the bootstrap resamples, the permutation tests and the one-model estimators
+    seed: int = field(default=0, metadata=at_least(0))
+    # the top-p level of the canary permutation test (pvalue_dv_gap@<100 p>)
+    pvalue_p: float = field(default=0.2, metadata=fraction())
+    # the naive-Bayes estimator: "epsilon" (the original's) or "laplace" smoothing, and whether its
+    # posteriors are normalized
+    nb_smoothing: str = field(default="epsilon", metadata=rule(lambda v: v in ("epsilon", "laplace"),
+                                                                "'epsilon' or 'laplace'"))
+    nb_normalize: bool = True
+    crop_arch: str = "small-cnn"  # the one-model crop classifier: "small-cnn" or a torchvision name ("resnet50")
+    # the caption test's top-L levels of its gap (ppg@L)
+    vlm_top_t: tuple[int, ...] = field(default=(1, 10), metadata=each(at_least(1)))
     # the settings of tests that own a Config (dejavu.measurements), by test name, e.g.
     # {"image-reconstruction": {"train_steps": 2000}}; a test not named here runs with its Config's defaults
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -109,6 +122,10 @@ class MeasureSection:
             raise PresetError(f"measure.vlm_index must be 't2i' or 't2t', got {self.vlm_index!r}")
         if self.crop_rule not in RULES:
             raise PresetError(f"measure.crop_rule must be one of {', '.join(RULES)}, got {self.crop_rule!r}")
+        try:
+            check_arch(self.crop_arch)
+        except ValueError as err:
+            raise PresetError(f"measure.crop_arch: {err}") from None
         if self.n_bootstrap < 200:
             raise PresetError("measure.n_bootstrap must be >= 200 (SPEC section 6)")
 
@@ -151,9 +168,19 @@ class Preset:
 
     def resolved(self, recipe: str) -> dict:
         """Returns the sections `recipe` runs with, overrides applied, as JSON-safe data."""
-        return json.loads(json.dumps({"data": asdict(self.data_section(recipe)),
-                                      "train": self.train_config(recipe).as_dict(),
-                                      "measure": self.measure_section(recipe).as_dict()}, default=list))
+        return _json_safe({"data": asdict(self.data_section(recipe)), "train": self.train_config(recipe).as_dict(),
+                           "measure": self.measure_section(recipe).as_dict()})
+
+    def resolved_changes(self, recipe: str) -> dict:
+        """Returns the fields of `resolved(recipe)` that differ from their section's defaults.
+
+        What a run id hashes: a knob added later with a default that keeps today's behaviour
+        leaves every earlier run's id as it was.
+        """
+        defaults = _json_safe({"data": asdict(DataSection()), "train": TrainConfig().as_dict(),
+                               "measure": MeasureSection().as_dict()})
+        return {section: {k: v for k, v in values.items() if defaults[section].get(k, _MISSING) != v}
+                for section, values in self.resolved(recipe).items()}
 
     def plan(self, recipe: str) -> TrainingPlan:
         """Returns the unmitigated training plan of `recipe` under this preset."""
@@ -162,6 +189,13 @@ class Preset:
     def to_dict(self) -> dict:
         """Returns the preset as JSON-safe data (for result rows and run records)."""
         return json.loads(json.dumps(asdict(self), default=list))
+
+
+_MISSING = object()
+
+
+def _json_safe(data: dict) -> dict:
+    return json.loads(json.dumps(data, default=list))
 
 
 _SECTIONS: dict[str, type] = {"data": DataSection, "train": TrainConfig, "measure": MeasureSection}

@@ -82,15 +82,14 @@ class PreparedRun:
     def run_id(self, dataset_fingerprint: str) -> str:
         """Returns a stable id for what shapes the run's numbers: recipe, mitigations, data content, settings, seed.
 
-        The settings enter as the recipe's resolved preset sections, not as the preset's name and the
-        --set overrides, so two spellings of one configuration are one run; settings that only change
-        how fast it runs (loader workers, logging) are left out. The data enters by its content
+        The settings enter as the recipe's resolved preset sections (the fields that differ from
+        their defaults), not as the preset's name and the --set overrides, so two spellings of one
+        configuration are one run, and a knob added later leaves earlier ids alone; settings that
+        only change how fast it runs (loader workers, logging) are left out. The data enters by its content
         fingerprint, so the id does not depend on where the data or the cache lives.
         """
-        settings = self.preset.resolved(self.spec.recipe)
+        settings = self.preset.resolved_changes(self.spec.recipe)
         settings["train"] = {k: v for k, v in settings["train"].items() if k not in NOT_RUN_IDENTITY}
-        if not settings["measure"]["options"]:  # no per-test settings: the ids runs had before the field existed
-            del settings["measure"]["options"]
         key = json.dumps({"recipe": self.spec.recipe, "mitigation": self.mitigation, "data": dataset_fingerprint,
                           "settings": settings, "seed": self.spec.seed}, sort_keys=True)
         return hashlib.sha256(key.encode()).hexdigest()[:12]

@@ -47,12 +47,16 @@ class MeasureConfig:
         d = dict(d)
         stats = StatsConfig(n_bootstrap=d.pop("n_bootstrap", 200), n_permutations=d.pop("n_permutations", 1000),
                             seed=d.pop("seed", 0))
+        pvalue_p = d.pop("pvalue_p", 0.2)
         image = ImageTestConfig(k=d.pop("k", 100), metric=d.pop("knn_metric", "l2"), stats=stats,
-                                top_p=tuple(d.pop("top_p", (0.05, 0.2, 1.0))),
+                                top_p=tuple(d.pop("top_p", (0.05, 0.2, 1.0))), pvalue_p=pvalue_p,
                                 index=approximate_index(d.pop("knn_index", "exact"), d.pop("knn_index_params", {})))
         one = OneModelConfig(crop_epochs=d.pop("crop_epochs", 10), crop_image_size=d.pop("crop_image_size", 32),
-                             stats=stats, top_p=image.top_p, seed=stats.seed)
-        vlm = VLMTestConfig(k=d.pop("vlm_k", 10), index=d.pop("vlm_index", "t2i"), stats=stats)
+                             crop_arch=d.pop("crop_arch", "small-cnn"), nb_smoothing=d.pop("nb_smoothing", "epsilon"),
+                             nb_normalize=d.pop("nb_normalize", True), stats=stats, top_p=image.top_p,
+                             pvalue_p=pvalue_p, seed=stats.seed)
+        vlm = VLMTestConfig(k=d.pop("vlm_k", 10), index=d.pop("vlm_index", "t2i"),
+                            top_t=tuple(d.pop("vlm_top_t", (1, 10))), stats=stats)
         out = cls(tests=tuple(d.pop("tests", TESTS)), crop_rule=d.pop("crop_rule", "slab"),
                   threshold_fraction=d.pop("threshold_fraction", None), image=image, one_model=one, vlm=vlm,
                   probe_epochs=d.pop("probe_epochs", 50), options=dict(d.pop("options", {})))

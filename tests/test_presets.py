@@ -102,6 +102,10 @@ def test_view_kwargs_reach_lightlys_view_transform():
     ("model.width=3", "section one of data, train, measure"),
     ("train_by_recipe.dino.lr=1", "unknown recipe 'dino'"),
     ("train.epochs", "section.field=value"),
+    ("measure.crop_arch=resnet9000", "unknown crop-classifier arch 'resnet9000'"),
+    ("measure.nb_smoothing=add-one", "'epsilon' or 'laplace'"),
+    ("measure.pvalue_p=0", "a number in (0, 1]"),
+    ("measure.vlm_top_t=[0]", ">= 1"),
 ])
 def test_bad_overrides_name_the_problem(override, message):
     with pytest.raises(PresetError, match=message.replace("[", r"\[").replace("(", r"\(")):
@@ -136,3 +140,18 @@ def test_measure_section_is_what_the_measurement_library_reads(name):
 def test_to_dict_round_trips_through_json():
     p = load_preset("paper")
     assert json.loads(json.dumps(p.to_dict()))["train"]["projector"]["byol"] == [4096, 256]
+
+
+def test_every_knob_of_the_measurement_is_settable_from_a_preset():
+    p = load_preset("smoke", ["measure.seed=7", "measure.pvalue_p=0.05", "measure.nb_smoothing=laplace",
+                              "measure.nb_normalize=false", "measure.crop_arch=resnet18", "measure.vlm_top_t=[1, 5]"])
+    cfg = MeasureConfig.from_dict(p.measure.as_dict())
+    assert cfg.image.stats.seed == cfg.one_model.stats.seed == cfg.vlm.stats.seed == cfg.one_model.seed == 7
+    assert cfg.image.pvalue_p == cfg.one_model.pvalue_p == 0.05
+    assert (cfg.one_model.nb_smoothing, cfg.one_model.nb_normalize, cfg.one_model.crop_arch) == ("laplace", False,
+                                                                                                 "resnet18")
+    assert cfg.vlm.top_t == (1, 5)
+    defaults = MeasureConfig.from_dict(load_preset("smoke").measure.as_dict())
+    assert (defaults.one_model, defaults.vlm.top_t) == (MeasureConfig().one_model.__class__(
+        crop_epochs=defaults.one_model.crop_epochs, crop_image_size=defaults.one_model.crop_image_size,
+        stats=defaults.one_model.stats, top_p=defaults.one_model.top_p), (1, 10))  # the library's own defaults

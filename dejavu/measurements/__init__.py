@@ -17,6 +17,7 @@ from __future__ import annotations
 from dejavu.measurements.base import MeasureContext, MeasurementTest, Models
 from dejavu.measurements.caption import CaptionOneModelTextTest, CaptionTwoModelTest
 from dejavu.measurements.image import CropClassifierTest, ImageTwoModelTest, NaiveBayesTest
+from dejavu.measurements.reconstruction import ImageReconstructionTest
 from dejavu.measurements.utility import UtilityTest
 from dejavu.plugins import TESTS_GROUP, load_plugins, subclass_of
 
@@ -27,7 +28,7 @@ ENTRY_POINT_GROUP = TESTS_GROUP
 #: dejavu.results.TESTS, the default list)
 BUILTINS: dict[str, type[MeasurementTest]] = {cls.name: cls for cls in (
     ImageTwoModelTest, NaiveBayesTest, CropClassifierTest, CaptionTwoModelTest, CaptionOneModelTextTest,
-    UtilityTest)}
+    UtilityTest, ImageReconstructionTest)}
 
 
 def available_tests() -> dict[str, type[MeasurementTest]]:

@@ -37,16 +37,20 @@ class SmallCNN(nn.Sequential):
         )
 
 
-def build_network(arch: str, num_classes: int) -> nn.Module:
-    """Returns an untrained classifier: "small-cnn" or any torchvision.models name (weights=None)."""
-    if arch == "small-cnn":
-        return SmallCNN(num_classes)
-    known = torchvision.models.list_models(module=torchvision.models)
-    if arch not in known:
+def check_arch(arch: str) -> None:
+    """Returns None when `arch` names a crop classifier; raises ValueError saying which names do."""
+    if arch != "small-cnn" and arch not in torchvision.models.list_models(module=torchvision.models):
         raise ValueError(
             f"unknown crop-classifier arch {arch!r}; use 'small-cnn' or a torchvision classification "
             f"model such as 'resnet18' or 'resnet50' (torchvision.models.list_models())"
         )
+
+
+def build_network(arch: str, num_classes: int) -> nn.Module:
+    """Returns an untrained classifier: "small-cnn" or any torchvision.models name (weights=None)."""
+    check_arch(arch)
+    if arch == "small-cnn":
+        return SmallCNN(num_classes)
     return torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
 
 
