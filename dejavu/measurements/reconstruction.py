@@ -138,7 +138,7 @@ class ImageReconstructionTest(MeasurementTest):
                                     [r.is_canary for r in attacked], stats)
         if ctx.report_dir is not None:
             write_reconstruction_grid(Path(ctx.report_dir) / "reconstruction.png", attacked, crops, samples,
-                                      originals, predicted)
+                                      originals, predicted, correct)
         return rows
 
 
@@ -163,15 +163,14 @@ def grid_order(ids: list[str], correct_target: np.ndarray, correct_reference: np
 
 
 def write_reconstruction_grid(path: Path, attacked: RecordSet, crops: CropResult, samples: dict[str, np.ndarray],
-                              originals: np.ndarray, predicted: dict[str, list[str]]) -> Path:
+                              originals: np.ndarray, predicted: dict[str, list[str]],
+                              correct: dict[str, np.ndarray]) -> Path:
     """Returns `path` after drawing crop | target sample | reference sample | original for up to 8 A records.
 
-    Each sample is titled with the classifier's label for it; the records whose target sample it
-    names right and reference sample wrong come first.
+    Each sample is titled with the classifier's label for it (`predicted`); the records whose target
+    sample it names right and reference sample wrong (`correct`) come first.
     """
-    labels = [r.label for r in attacked]
-    right = {name: np.array(pred, dtype=object) == np.array(labels, dtype=object) for name, pred in predicted.items()}
-    rows = grid_order(attacked.ids, right["target"], right["reference"], GRID_ROWS)
+    rows = grid_order(attacked.ids, correct["target"], correct["reference"], GRID_ROWS)
     fig = Figure(figsize=(6, 1.6 * len(rows)), layout="constrained")
     axes = fig.subplots(len(rows), 4, squeeze=False)
     for ax_row, i in zip(axes, rows, strict=True):
