@@ -46,6 +46,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: The version of the model's code (ConditionalDiffusion, its training, its conditioning). Bump it when a
+#: change keeps the state dict loadable but makes a cached model stale; from 2 on it enters the cache key,
+#: so the models cached at version 1 keep theirs.
+MODEL_VERSION = 1
+
 
 @dataclass(frozen=True)
 class ReconstructionConfig:
@@ -198,13 +203,14 @@ def reconstruction_model(encoder: Encoder, public: RecordSet, cfg: Reconstructio
                          cache_dir: Path | None = None, progress: bool = False) -> ConditionalDiffusion:
     """Returns the encoder's reconstruction model, trained on `public` or loaded from `cache_dir/reconstruction`.
 
-    The cache key is (encoder fingerprint, public records fingerprint, training settings); a
+    The cache key is (encoder fingerprint, public records fingerprint, training settings, MODEL_VERSION); a
     cached file that does not load into the model is retrained, with a warning.
     """
     embeddings = embed_records(encoder, public, cache_dir=cache_dir, progress=progress)
     path = None
     if cache_dir is not None:
-        key = cache_key("reconstruction", encoder.fingerprint, public.fingerprint(), cfg.training_key())
+        key = cache_key("reconstruction", encoder.fingerprint, public.fingerprint(), cfg.training_key(),
+                        *([MODEL_VERSION] if MODEL_VERSION > 1 else []))
         path = Path(cache_dir) / "reconstruction" / f"{key}.pt"
         if path.is_file():
             model = ConditionalDiffusion(embeddings.dim, cfg)

@@ -67,6 +67,21 @@ def test_the_model_trains_once_and_then_loads_from_the_cache(tiny_records, model
     assert len(count_training) == 2
 
 
+def test_a_new_model_version_retrains_and_version_one_keeps_its_cache(tiny_records, models, tmp_path,
+                                                                     count_training, monkeypatch):
+    import dejavu.reconstruction as reconstruction
+
+    public = public_of(tiny_records)
+    reconstruction_model(models[0], public, TINY, cache_dir=tmp_path)
+    monkeypatch.setattr(reconstruction, "MODEL_VERSION", 2)  # a code change that leaves the state dict loadable
+    reconstruction_model(models[0], public, TINY, cache_dir=tmp_path)
+    assert len(count_training) == 2
+    assert len(list((tmp_path / "reconstruction").glob("*.pt"))) == 2
+    monkeypatch.setattr(reconstruction, "MODEL_VERSION", 1)
+    reconstruction_model(models[0], public, TINY, cache_dir=tmp_path)
+    assert len(count_training) == 2
+
+
 def test_samples_are_fixed_by_the_seed_and_follow_the_conditioning(tiny_records, models):
     model = reconstruction_model(models[0], public_of(tiny_records), TINY)
     dim = model.condition.in_features
