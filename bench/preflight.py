@@ -20,7 +20,9 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 
 from bench.recipes import build_recipe, resolve_layer
 from bench.recipes.data import expanded_length
+from dejavu.attacks.image import TEST as IMAGE_TEST
 from dejavu.attacks.image import labelled_public
+from dejavu.attacks.vlm import TEST as CAPTION_TEST
 from dejavu.attacks.vlm import attacked_captions
 from dejavu.measure import MeasureConfig
 from dejavu.records import RecordError, RecordSet
@@ -140,10 +142,12 @@ def check_measurable(records: RecordSet, cfg: MeasureConfig, *, captions: bool) 
     """Returns None when the records can feed every requested test; raises the error the test would raise."""
     if any(t in cfg.tests for t in IMAGE_TESTS):
         n_public = sum(r.split == "public" for r in records)
-        if cfg.image.k > n_public:
-            raise ValueError(f"measure.k={cfg.image.k} exceeds the {n_public} public records the image test "
-                             "votes over; lower measure.k (or measure_by_recipe.<recipe>.k) or add public records")
-        labelled_public(records, cfg.image.k)  # and every public record has a label
+        k = cfg.section(IMAGE_TEST).k
+        if k > n_public:
+            raise ValueError(f"measure.{IMAGE_TEST}.k={k} exceeds the {n_public} public records the image test "
+                             f"votes over; lower measure.{IMAGE_TEST}.k (or measure_by_recipe.<recipe>.{IMAGE_TEST}.k) "
+                             "or add public records")
+        labelled_public(records, k)  # and every public record has a label
     if "utility" in cfg.tests:
         for split in ("public", "eval"):
             if not any(r.split == split and r.label is not None for r in records):
@@ -151,7 +155,8 @@ def check_measurable(records: RecordSet, cfg: MeasureConfig, *, captions: bool) 
                                  f"add some or leave 'utility' out of measure.tests")
     if captions and any(t in cfg.tests for t in CAPTION_TESTS):
         public, _ = attacked_captions(records)
-        keys = public.records if cfg.vlm.index == "t2i" else public.captioned().records
-        if cfg.vlm.k > len(keys):
-            raise ValueError(f"measure.vlm_k={cfg.vlm.k} exceeds the {len(keys)} public records the caption test "
-                             f"searches ({cfg.vlm.index}); lower measure.vlm_k or add public records")
+        vlm = cfg.section(CAPTION_TEST)
+        keys = public.records if vlm.index == "t2i" else public.captioned().records
+        if vlm.k > len(keys):
+            raise ValueError(f"measure.{CAPTION_TEST}.k={vlm.k} exceeds the {len(keys)} public records the caption "
+                             f"test searches ({vlm.index}); lower measure.{CAPTION_TEST}.k or add public records")

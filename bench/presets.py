@@ -5,13 +5,14 @@
     (3, (32, 32, 32))
 
 Overrides are `section.field=value` (or `section.field.key=value` inside a dict field) and are read
-as the field's type; a name that is not a field is an error that lists the valid ones.
+as the field's type; a name that is not a field is an error that lists the valid ones. The measure
+section is nested by owner (dejavu.measure_config): `measure.<group or test>.<field>=value`, e.g.
+`measure.image-two-model.k=50`, and `measure_by_recipe.<recipe>.<group or test>.<field>=value`.
 """
 
 from __future__ import annotations
 
 import json
-import types
 import typing
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -19,23 +20,26 @@ from typing import Any
 
 from bench.recipes import get_recipe, make_plan
 from bench.recipes.config import TrainConfig
-from bench.rules import at_least, check_fields, each, field_problem, fraction, int_within, rule
-from dejavu.crops import RULES
+from bench.rules import at_least, check_fields, int_within, rule
+from dejavu.config import ConfigError
+from dejavu.config import checked as _checked
+from dejavu.config import convert as _convert
+from dejavu.config import hints as _hints
+from dejavu.config import parse as _parse
+from dejavu.config import read_field as _read_field
+from dejavu.config import section_from as _section_from
 from dejavu.data.scenes import PRESETS as SCENES_PRESETS
 from dejavu.data.scenes import ScenesConfig, scenes_config
 from dejavu.data.validate import DEFAULT_MAX_PIXELS
-from dejavu.knn import INDEXES, approximate_index
-from dejavu.measurements import available_tests
+from dejavu.measure import MeasureConfig
 from dejavu.records import MAX_REPEAT
-from dejavu.references.crop_classifier import check_arch
-from dejavu.results import TESTS
 from mitigations.base import TrainingPlan
 
 PRESET_DIR = Path(__file__).with_name("presets")
 
-
-class PresetError(ValueError):
-    """A preset or override that names an unknown field or holds a value of the wrong type."""
+#: a preset or override that names an unknown field or holds a value of the wrong type: the error of
+#: the typed loader (dejavu.config) that reads every section, the measurement's included
+PresetError = ConfigError
 
 
 @dataclass(frozen=True)
@@ -61,80 +65,6 @@ class DataSection:
 
 
 @dataclass(frozen=True)
-class MeasureSection:
-    """The measurement knobs of SPEC sections 2-7, named as `dejavu.measure.MeasureConfig.from_dict` reads them."""
-
-    tests: tuple[str, ...] = field(default=TESTS, metadata=rule(len, "a non-empty list of tests"))
-    k: int = field(default=100, metadata=at_least(1))  # neighbours of the image test (the original's k)
-    knn_metric: str = "l2"  # "l2" (squared L2, the original) or "cosine"
-    # "exact" (the default, as published) or a faiss index, "ivf" or "hnsw", for public sets too large to
-    # search exactly; knn_index_params holds its settings (dejavu.knn.ApproximateIndex, e.g. {"nprobe": 64})
-    knn_index: str = field(default="exact", metadata=rule(lambda v: v in INDEXES, "one of " + ", ".join(INDEXES)))
-    knn_index_params: dict[str, Any] = field(default_factory=dict)
-    top_p: tuple[float, ...] = field(default=(0.05, 0.2, 1.0), metadata=each(fraction()))
-    vlm_k: int = field(default=10, metadata=at_least(1))  # neighbours of the vision-language test (the scripts' k)
-    vlm_index: str = "t2i"  # public images ("t2i", the default) or public captions ("t2t")
-    crop_rule: str = "slab"
-    # of min(W, H); None: 100 px at a 375 px short side
-    threshold_fraction: float | None = field(default=None, metadata=fraction())
-    n_bootstrap: int = 200
-    # random subsets of A in the canary-gap test
-    n_permutations: int = field(default=1000, metadata=at_least(1))
-    crop_epochs: int = field(default=10, metadata=at_least(1))  # the one-model crop classifier's training epochs
-    crop_image_size: int = field(default=32, metadata=at_least(8))
-    probe_epochs: int = field(default=50, metadata=at_least(1))  # linear-probe training epochs
-    # the seed of the bootstrap resamples, the permutation tests and the one-model estimators
-    seed: int = field(default=0, metadata=at_least(0))
-    # the top-p level of the canary permutation test (pvalue_dv_gap@<100 p>)
-    pvalue_p: float = field(default=0.2, metadata=fraction())
-    # the naive-Bayes estimator: "epsilon" (the original's) or "laplace" smoothing, and whether its
-    # posteriors are normalized
-    nb_smoothing: str = field(default="epsilon", metadata=rule(lambda v: v in ("epsilon", "laplace"),
-                                                                "'epsilon' or 'laplace'"))
-    nb_normalize: bool = True
-    crop_arch: str = "small-cnn"  # the one-model crop classifier: "small-cnn" or a torchvision name ("resnet50")
-    # the caption test's top-L levels of its gap (ppg@L)
-    vlm_top_t: tuple[int, ...] = field(default=(1, 10), metadata=each(at_least(1)))
-    # the settings of tests that own a Config (dejavu.measurements), by test name, e.g.
-    # {"image-reconstruction": {"train_steps": 2000}}; a test not named here runs with its Config's defaults
-    options: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    def __post_init__(self):
-        check_fields(self)
-        known = available_tests()  # the built-ins and any registered plugin tests
-        unknown = sorted(set(self.tests) - set(known))
-        if unknown:
-            raise PresetError(f"measure.tests: unknown test {unknown[0]!r}; valid: {', '.join(known)}")
-        for test, options in self.options.items():
-            if test not in known:
-                raise PresetError(f"measure.options: unknown test {test!r}; valid: {', '.join(known)}")
-            try:
-                known[test].make_config(options)
-            except (TypeError, ValueError) as err:
-                raise PresetError(f"measure.options.{test}: {err}") from None
-        if self.knn_metric not in ("l2", "cosine"):
-            raise PresetError(f"measure.knn_metric must be 'l2' or 'cosine', got {self.knn_metric!r}")
-        try:
-            approximate_index(self.knn_index, self.knn_index_params)
-        except (TypeError, ValueError) as err:
-            raise PresetError(f"measure.knn_index_params: {err}") from None
-        if self.vlm_index not in ("t2i", "t2t"):
-            raise PresetError(f"measure.vlm_index must be 't2i' or 't2t', got {self.vlm_index!r}")
-        if self.crop_rule not in RULES:
-            raise PresetError(f"measure.crop_rule must be one of {', '.join(RULES)}, got {self.crop_rule!r}")
-        try:
-            check_arch(self.crop_arch)
-        except ValueError as err:
-            raise PresetError(f"measure.crop_arch: {err}") from None
-        if self.n_bootstrap < 200:
-            raise PresetError("measure.n_bootstrap must be >= 200 (SPEC section 6)")
-
-    def as_dict(self) -> dict:
-        """Returns the flat settings `dejavu.measure.MeasureConfig.from_dict` takes."""
-        return asdict(self)
-
-
-@dataclass(frozen=True)
 class Preset:
     """A whole run's configuration; `<section>_by_recipe` overrides a section for one recipe.
 
@@ -147,7 +77,9 @@ class Preset:
     data: DataSection = field(default_factory=DataSection)
     train: TrainConfig = field(default_factory=TrainConfig)
     train_by_recipe: dict[str, dict[str, Any]] = field(default_factory=dict)
-    measure: MeasureSection = field(default_factory=MeasureSection)
+    # nested by owner: tests, the shared groups (stats, crops) and each test's settings (dejavu.measure_config)
+    measure: MeasureConfig = field(default_factory=MeasureConfig)
+    # recipe -> a nested measure section, merged field by field into `measure`
     measure_by_recipe: dict[str, dict[str, Any]] = field(default_factory=dict)
     data_by_recipe: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -161,10 +93,11 @@ class Preset:
         get_recipe(recipe)
         return replace(self.train, **self.train_by_recipe.get(recipe, {}))
 
-    def measure_section(self, recipe: str) -> MeasureSection:
-        """Returns the measurement knobs of `recipe`: `measure` with the recipe's own overrides applied."""
+    def measure_section(self, recipe: str) -> MeasureConfig:
+        """Returns the measurement settings of `recipe`: `measure` with the recipe's own overrides merged in."""
         get_recipe(recipe)
-        return replace(self.measure, **self.measure_by_recipe.get(recipe, {}))
+        return MeasureConfig.from_dict(self.measure_by_recipe.get(recipe, {}), base=self.measure,
+                                       where=f"measure_by_recipe.{recipe}")
 
     def resolved(self, recipe: str) -> dict:
         """Returns the sections `recipe` runs with, overrides applied, as JSON-safe data."""
@@ -177,10 +110,10 @@ class Preset:
         What a run id hashes: a knob added later with a default that keeps today's behaviour
         leaves every earlier run's id as it was.
         """
-        defaults = _json_safe({"data": asdict(DataSection()), "train": TrainConfig().as_dict(),
-                               "measure": MeasureSection().as_dict()})
-        return {section: {k: v for k, v in values.items() if defaults[section].get(k, _MISSING) != v}
-                for section, values in self.resolved(recipe).items()}
+        defaults = _json_safe({"data": asdict(DataSection()), "train": TrainConfig().as_dict()})
+        changes = {section: {k: v for k, v in values.items() if defaults[section].get(k, _MISSING) != v}
+                   for section, values in self.resolved(recipe).items() if section in defaults}
+        return {**changes, "measure": self.measure_section(recipe).changes()}  # nested per group and test
 
     def plan(self, recipe: str) -> TrainingPlan:
         """Returns the unmitigated training plan of `recipe` under this preset."""
@@ -188,7 +121,7 @@ class Preset:
 
     def to_dict(self) -> dict:
         """Returns the preset as JSON-safe data (for result rows and run records)."""
-        return json.loads(json.dumps(asdict(self), default=list))
+        return json.loads(json.dumps({**asdict(self), "measure": self.measure.as_dict()}, default=list))
 
 
 _MISSING = object()
@@ -198,11 +131,12 @@ def _json_safe(data: dict) -> dict:
     return json.loads(json.dumps(data, default=list))
 
 
-_SECTIONS: dict[str, type] = {"data": DataSection, "train": TrainConfig, "measure": MeasureSection}
+_SECTIONS: dict[str, type] = {"data": DataSection, "train": TrainConfig}
 #: the per-recipe override blocks and the section each one overrides
-_BY_RECIPE: dict[str, type] = {"data_by_recipe": DataSection, "train_by_recipe": TrainConfig,
-                                "measure_by_recipe": MeasureSection}
-_TOP_LEVEL = ("description", *_SECTIONS, *_BY_RECIPE)
+_BY_RECIPE: dict[str, type] = {"data_by_recipe": DataSection, "train_by_recipe": TrainConfig}
+#: the measure section and its per-recipe block, nested (read by dejavu.measure.MeasureConfig.from_dict)
+_MEASURE = ("measure", "measure_by_recipe")
+_TOP_LEVEL = ("description", *_SECTIONS, *_BY_RECIPE, *_MEASURE)
 
 
 def available_presets() -> list[str]:
@@ -210,105 +144,7 @@ def available_presets() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.json"))
 
 
-# -- typed reading of JSON values and override strings --------------------------------------------
-def _type_name(hint) -> str:
-    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
-
-
-def _convert(value: Any, hint, where: str) -> Any:
-    """Returns `value` as type `hint` (JSON lists become tuples where a tuple is declared)."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    bad = PresetError(f"{where}: {value!r} is not of type {_type_name(hint)}")
-    if hint is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        for arm in args:
-            try:
-                return _convert(value, arm, where)
-            except PresetError:
-                continue
-        raise bad
-    if hint is type(None):
-        if value is None:
-            return None
-        raise bad
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        raise bad
-    if hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise bad
-    if hint is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        raise bad
-    if hint is str:
-        if isinstance(value, str):
-            return value
-        raise bad
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise bad
-        key_hint, value_hint = args or (Any, Any)
-        return {_convert(k, key_hint, where): _convert(v, value_hint, f"{where}.{k}") for k, v in value.items()}
-    if origin in (tuple, list):
-        if not isinstance(value, list | tuple):
-            raise bad
-        if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
-            items = [_convert(v, args[0], where) for v in value]
-        elif origin is tuple and args:
-            if len(value) != len(args):
-                raise PresetError(f"{where}: expected {len(args)} values, got {list(value)!r}")
-            items = [_convert(v, a, where) for v, a in zip(value, args, strict=True)]
-        else:
-            items = [_convert(v, args[0] if args else Any, where) for v in value]
-        return tuple(items) if origin is tuple else items
-    raise PresetError(f"{where}: unsupported field type {_type_name(hint)}")
-
-
-def _parse(text: str, hint, where: str) -> Any:
-    """Returns an override string read as type `hint` (JSON syntax, or a bare string)."""
-    if hint is str:
-        return text
-    if hint is bool and text.lower() in ("true", "false", "yes", "no", "1", "0"):
-        return text.lower() in ("true", "yes", "1")
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError:
-        value = text  # a bare word, e.g. devices=auto
-    return _convert(value, hint, where)
-
-
-def _hints(cls) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def _checked(cls, name: str, value: Any, where: str) -> Any:
-    """Returns `value` if it is allowed for field `name` of `cls`; raises PresetError naming `where`."""
-    problem = field_problem(cls, name, value)
-    if problem:
-        raise PresetError(f"{where} {problem}")
-    return value
-
-
-def _read_field(cls, name: str, value: Any, where: str) -> Any:
-    """Returns a JSON value read as field `name` of `cls`, its type and range checked."""
-    return _checked(cls, name, _convert(value, _hints(cls)[name], where), where)
-
-
-def _section_from(cls, data: Any, where: str, base=None):
-    if not isinstance(data, dict):
-        raise PresetError(f"{where} must be a JSON object, got {data!r}")
-    valid = [f.name for f in fields(cls)]
-    unknown = sorted(set(data) - set(valid))
-    if unknown:
-        raise PresetError(f"unknown field {where}.{unknown[0]}; valid fields: {', '.join(valid)}")
-    values = {k: _read_field(cls, k, v, f"{where}.{k}") for k, v in data.items()}
-    return replace(base, **values) if base is not None else cls(**values)
-
-
+# -- typed reading: dejavu.config (imported above under the names this module has always used) -----------
 def _check_scenes_params(params: dict, where: str, scenes: str | None = None) -> dict:
     hints = _hints(ScenesConfig)
     unknown = sorted(set(params) - set(hints))
@@ -349,8 +185,51 @@ def preset_from_dict(name: str, data: dict) -> Preset:
     sections["data"] = replace(data_section, params=_check_scenes_params(data_section.params, "data.params",
                                                                          data_section.scenes))
     by_recipe = {key: _check_recipe_overrides(data.get(key, {}), key) for key in _BY_RECIPE}
+    measure = MeasureConfig.from_dict(data.get("measure", {}))
+    measure_by_recipe = _check_measure_by_recipe(data.get("measure_by_recipe", {}), measure)
     return Preset(name=name, description=_convert(data.get("description", ""), str, "description"),
-                  **by_recipe, **sections)
+                  **by_recipe, **sections, measure=measure, measure_by_recipe=measure_by_recipe)
+
+
+def _check_measure_by_recipe(by_recipe: Any, measure: MeasureConfig) -> dict[str, dict[str, Any]]:
+    """Returns the per-recipe measure blocks, each checked as a measure section merged into `measure`."""
+    if not isinstance(by_recipe, dict):
+        raise PresetError(f"measure_by_recipe must be a JSON object, got {by_recipe!r}")
+    for recipe, block in by_recipe.items():
+        try:
+            get_recipe(recipe)
+        except ValueError as err:
+            raise PresetError(f"measure_by_recipe: {err}") from None
+        MeasureConfig.from_dict(block, base=measure, where=f"measure_by_recipe.{recipe}")
+    return by_recipe
+
+
+def _apply_measure_override(preset: Preset, parts: list[str], text: str, path: str) -> Preset:
+    """Returns `preset` with `measure.<key>[.<field>[.<dict key>]]=value` (or the same under
+    `measure_by_recipe.<recipe>.`) applied; a recipe's block is merged field by field.
+    """
+    recipe = parts[1] if parts[0] == "measure_by_recipe" else None
+    keys = parts[2:] if recipe is not None else parts[1:]
+    if not 1 <= len(keys) <= 3:
+        raise PresetError(f"override {path!r}: expected measure.tests=..., measure.<group or test>.<field>=... "
+                          f"or measure_by_recipe.<recipe>.<group or test>.<field>=...")
+    if recipe is not None:
+        _check_measure_by_recipe({recipe: {}}, preset.measure)  # a known recipe
+    current = preset.measure if recipe is None else preset.measure_section(recipe)
+    value = _parse(text, MeasureConfig.setting_type(keys), path)
+    if len(keys) == 3:  # one key inside a dict field, e.g. measure.image-two-model.index_params.nprobe
+        inside = getattr(current.section(keys[0]), keys[1])
+        if not isinstance(inside, dict):
+            raise PresetError(f"measure.{keys[0]}.{keys[1]} is not a dict; write measure.{keys[0]}.{keys[1]}=value")
+        keys, value = keys[:2], {**inside, keys[2]: value}
+    patch = {keys[0]: value} if len(keys) == 1 else {keys[0]: {keys[1]: value}}
+    if recipe is None:
+        return replace(preset, measure=MeasureConfig.from_dict(patch, base=preset.measure))
+    block = dict(preset.measure_by_recipe.get(recipe, {}))
+    for key, part in patch.items():  # merged per field: the rest of the recipe's section stays
+        block[key] = {**block[key], **part} if isinstance(part, dict) and isinstance(block.get(key), dict) else part
+    merged = {**preset.measure_by_recipe, recipe: block}
+    return replace(preset, measure_by_recipe=_check_measure_by_recipe(merged, preset.measure))
 
 
 def apply_override(preset: Preset, override: str) -> Preset:
@@ -360,6 +239,8 @@ def apply_override(preset: Preset, override: str) -> Preset:
         raise PresetError(f"override {override!r} is not of the form section.field=value")
     parts = path.strip().split(".")
     section = parts[0]
+    if section in _MEASURE:
+        return _apply_measure_override(preset, parts, text, path)
     if section in _BY_RECIPE and len(parts) == 3:
         current = getattr(preset, section)
         value = _parse(text, _hints(_BY_RECIPE[section]).get(parts[2], Any), path)
@@ -367,7 +248,7 @@ def apply_override(preset: Preset, override: str) -> Preset:
         return replace(preset, **{section: _check_recipe_overrides(merged, section)})
     if section not in _SECTIONS or len(parts) not in (2, 3):
         raise PresetError(f"override {override!r}: expected <data|train|measure>_by_recipe.<recipe>.<field>=... "
-                          f"or <section>.<field>=... with section one of {', '.join(_SECTIONS)}")
+                          f"or <section>.<field>=... with section one of {', '.join((*_SECTIONS, 'measure'))}")
     current = getattr(preset, section)
     cls, name = _SECTIONS[section], parts[1]
     valid = [f.name for f in fields(cls)]

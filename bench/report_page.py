@@ -170,8 +170,18 @@ def _configuration(meta: pd.Series, folder: Path) -> str:
         if settings.get("description"):
             parts.append(f"<p>{escape(settings['description'])}</p>")
         for name, section in settings.get("sections", {}).items():
-            parts.append(f"<h4>{escape(name)}</h4>{_kv_table(section)}")
+            parts += _section_tables(name, section)
     return "".join(parts)
+
+
+def _section_tables(name: str, section: Mapping) -> list[str]:
+    """Returns a section's table; the measure section, nested by owner, gives one table per group or test."""
+    if name != "measure" or "stats" not in section:  # (a run recorded before the nesting has a flat one)
+        return [f"<h4>{escape(name)}</h4>{_kv_table(section)}"]
+    flat = {k: v for k, v in section.items() if not isinstance(v, dict)}
+    return ([f"<h4>{escape(name)}</h4>{_kv_table(flat)}"]
+            + [f"<h4>{escape(f'{name}.{group}')}</h4>{_kv_table(values)}"
+               for group, values in section.items() if isinstance(values, dict)])
 
 
 def _versions(meta: pd.Series) -> str:

@@ -143,7 +143,7 @@ def check_records(prepared: PreparedRun, records: RecordSet) -> None:
 
 def measure_config(prepared: PreparedRun) -> MeasureConfig:
     """Returns the measurement settings of the run's recipe under its preset."""
-    return MeasureConfig.from_dict(prepared.preset.measure_section(prepared.spec.recipe).as_dict())
+    return prepared.preset.measure_section(prepared.spec.recipe)
 
 
 def model_dir(prepared: PreparedRun, records: RecordSet, role: str, *, data_key: str | None = None) -> Path:

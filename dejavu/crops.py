@@ -36,6 +36,7 @@ from itertools import pairwise
 from PIL import Image
 
 from dejavu.records import Box, Record, RecordError
+from dejavu.rules import check_fields, fraction, one_of
 
 Rect = tuple[float, float, float, float]
 
@@ -48,6 +49,22 @@ BOX_OUTSIDE_IMAGE = "box-outside-image"
 NO_BACKGROUND = "no-background"
 TOO_SMALL = "too-small"
 EXCLUSION_REASONS = (NO_BOXES, INVALID_BOX, BOX_OUTSIDE_IMAGE, NO_BACKGROUND, TOO_SMALL)
+
+
+@dataclass(frozen=True)
+class CropConfig:
+    """The background-crop rule every image test attacks with (`measure.crops`): one setting, shared."""
+
+    rule: str = field(default="slab", metadata=one_of(RULES))
+    # of min(W, H); None: 100 px at a 375 px short side (DEFAULT_THRESHOLD_FRACTION)
+    threshold_fraction: float | None = field(default=None, metadata=fraction())
+
+    def __post_init__(self):
+        check_fields(self)
+
+    def crops(self, records: Iterable[Record]) -> CropResult:
+        """Returns the background crops of `records` under this rule."""
+        return background_crops(records, self.rule, threshold_fraction=self.threshold_fraction)
 
 
 @dataclass(frozen=True)

@@ -130,18 +130,18 @@ def test_4_a_declared_size_of_a_billion_squared_fails_before_training(tmp_path, 
 def test_4_splits_that_leave_public_empty_fail_before_training(tmp_path, capsys):
     data = dataset(tmp_path / "d", rows_of(n_boxed=6, n_plain=0))  # every record trains: nothing is public
     line = fails(capsys, tmp_path / "cache", tmp_path / "out", "run", "--data", data, "--set", "train.batch_size=4")
-    assert_names(line, "measure.k=10 exceeds the 0 public records", "lower measure.k")
+    assert_names(line, "measure.image-two-model.k=10 exceeds the 0 public records", "lower measure.image-two-model.k")
     line = fails(capsys, tmp_path / "cache", tmp_path / "out", "run", "--data", data)
     assert_names(line, "an epoch over split A holds 6 samples, fewer than one batch (16)")
 
 
 @pytest.mark.parametrize("override, message", [
-    ("measure.k=0", "measure.k must be an integer >= 1, got 0"),
+    ("measure.image-two-model.k=0", "measure.image-two-model.k must be an integer >= 1, got 0"),
     ("train.batch_size=0", "train.batch_size must be an integer >= 2, got 0"),
     ("train.lr=NaN", "train.lr must be a finite number > 0, got nan"),
     ("train.epochs=-3", "train.epochs must be an integer >= 1, got -3"),  # case 5: was Lightning's traceback
     ("train.epochs=0", "train.epochs must be an integer >= 1, got 0"),  # case 6: was 274 rows of untrained models
-    ("measure.vlm_k=0", "measure.vlm_k must be an integer >= 1"),
+    ("measure.vlm-two-model.k=0", "measure.vlm-two-model.k must be an integer >= 1"),
     ("train_by_recipe.simclr.lr=-1", "train_by_recipe.simclr.lr must be a finite number > 0"),
     ("data.max_pixels=0", "data.max_pixels must be an integer in [1, 89478485]"),
 ])
@@ -158,8 +158,8 @@ def test_4_a_bad_seed_is_refused_by_the_parser(capsys):
 
 
 def test_4_a_k_above_the_public_set_fails_before_training(scenes_cache, tmp_path, capsys):
-    line = fails(capsys, scenes_cache, tmp_path / "out", "run", "--set", "measure.k=1000")
-    assert_names(line, "measure.k=1000 exceeds the 64 public records")
+    line = fails(capsys, scenes_cache, tmp_path / "out", "run", "--set", "measure.image-two-model.k=1000")
+    assert_names(line, "measure.image-two-model.k=1000 exceeds the 64 public records")
 
 
 def test_4_the_pixel_limit_is_a_preset_field(scenes_cache, tmp_path, capsys):

@@ -74,12 +74,12 @@ def test_config_names_exact_or_an_index_with_its_settings():
 
 def test_preset_measure_section_selects_the_index():
     from bench.presets import PresetError, load_preset
-    from dejavu.measure import MeasureConfig
 
-    preset = load_preset("smoke", ["measure.knn_index=hnsw", "measure.knn_index_params.ef_search=64"])
-    assert MeasureConfig.from_dict(preset.measure.as_dict()).image.index == ApproximateIndex("hnsw", ef_search=64)
-    assert MeasureConfig.from_dict(load_preset("smoke").measure.as_dict()).image.index is None  # exact by default
-    with pytest.raises(PresetError, match="unknown ivf index setting 'probes'"):
-        load_preset("smoke", ["measure.knn_index=ivf", "measure.knn_index_params.probes=3"])
-    with pytest.raises(PresetError, match="measure.knn_index must be one of exact, ivf, hnsw"):
-        load_preset("smoke", ["measure.knn_index=annoy"])
+    preset = load_preset("smoke", ["measure.image-two-model.index=hnsw",
+                                   "measure.image-two-model.index_params.ef_search=64"])
+    assert preset.measure.section("image-two-model").search_index == ApproximateIndex("hnsw", ef_search=64)
+    assert load_preset("smoke").measure.section("image-two-model").search_index is None  # exact by default
+    with pytest.raises(PresetError, match="measure.image-two-model: unknown ivf index setting 'probes'"):
+        load_preset("smoke", ["measure.image-two-model.index=ivf", "measure.image-two-model.index_params.probes=3"])
+    with pytest.raises(PresetError, match="measure.image-two-model.index must be one of 'exact', 'ivf', 'hnsw'"):
+        load_preset("smoke", ["measure.image-two-model.index=annoy"])

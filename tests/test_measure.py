@@ -11,16 +11,18 @@ from PIL import Image
 
 from dejavu.attacks.common import StatsConfig
 from dejavu.attacks.image import ImageTestConfig
-from dejavu.attacks.one_model import OneModelConfig
+from dejavu.attacks.one_model import CropClassifierConfig
 from dejavu.attacks.vlm import VLMTestConfig
 from dejavu.encoders import TINY_CLIP_CONFIG, OpenClipEncoder
 from dejavu.measure import MeasureConfig, Models, measure
+from dejavu.measurements.utility import UtilityConfig
 from dejavu.records import Record, RecordError, RecordSet
 from dejavu.results import COLUMNS, TESTS
 
 STATS = StatsConfig(n_bootstrap=50, n_permutations=50)
-CFG = MeasureConfig(image=ImageTestConfig(k=5, stats=STATS), one_model=OneModelConfig(crop_epochs=1, stats=STATS),
-                    vlm=VLMTestConfig(k=3, stats=STATS), probe_epochs=2)
+CFG = MeasureConfig(stats=STATS, settings={"image-two-model": ImageTestConfig(k=5),
+                                           "image-one-model-crop": CropClassifierConfig(epochs=1),
+                                           "vlm-two-model": VLMTestConfig(k=3), "utility": UtilityConfig(probe_epochs=2)})
 METRICS = ("dv_gap@5", "dv_gap@20", "dv_gap@100", "memorized", "correlated", "misrepresented", "unassociated",
            "ppg", "prg", "aucg", "linear_probe_top1", "zero_shot_top1", "zero_shot_top5")
 
@@ -142,7 +144,7 @@ def test_without_a_reference_only_one_model_tests_run(tiny_records, models):
 
 
 def test_k_larger_than_the_public_set_is_a_clear_error(tiny_records, models):
-    cfg = dataclasses.replace(CFG, tests=("image-two-model",), image=ImageTestConfig(k=1000))
+    cfg = dataclasses.replace(CFG, tests=("image-two-model",), settings={"image-two-model": ImageTestConfig(k=1000)})
     with pytest.raises(ValueError, match="k=1000 exceeds the public set size 64"):
         measure(Models(models["target"], models["reference"]), tiny_records, cfg, progress=False)
 

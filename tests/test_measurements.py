@@ -8,18 +8,21 @@ import logging
 import pytest
 import torch
 
+import dejavu.crops as crops_module
 import dejavu.plugins
 from bench.presets import PresetError, load_preset
 from dejavu import measurements
 from dejavu.attacks.common import StatsConfig
 from dejavu.attacks.image import ImageTestConfig
+from dejavu.attacks.one_model import CropClassifierConfig
 from dejavu.encoders import TINY_CLIP_CONFIG, OpenClipEncoder
 from dejavu.measure import MeasureConfig, Models, measure
 from dejavu.measurements import BUILTINS, MeasurementTest, available_tests, get_tests
 from dejavu.measurements import image as image_tests
 from dejavu.results import TESTS, Row
+from dejavu.rules import at_least
 
-CFG = MeasureConfig(image=ImageTestConfig(k=5, stats=StatsConfig(n_bootstrap=50, n_permutations=50)))
+CFG = MeasureConfig(stats=StatsConfig(n_bootstrap=50, n_permutations=50), settings={"image-two-model": ImageTestConfig(k=5)})
 
 
 class CountCanaries(MeasurementTest):
@@ -110,13 +113,13 @@ def test_a_test_whose_needs_are_unmet_is_skipped_and_says_why(tiny_records, capl
 
 def test_the_image_tests_share_one_set_of_crops_and_one_attack(tiny_records, monkeypatch):
     calls = []
-    real = image_tests.background_crops
-    monkeypatch.setattr(image_tests, "background_crops", lambda records, *a, **kw: calls.append(len(records))
+    real = crops_module.background_crops
+    monkeypatch.setattr(crops_module, "background_crops", lambda records, *a, **kw: calls.append(len(records))
                         or real(records, *a, **kw))
     torch.manual_seed(0)
     target = OpenClipEncoder.from_config(TINY_CLIP_CONFIG, device="cpu")
     cfg = dataclasses.replace(CFG, tests=("image-one-model-nb", "image-one-model-crop"))
-    cfg = dataclasses.replace(cfg, one_model=dataclasses.replace(cfg.one_model, crop_epochs=1))
+    cfg = dataclasses.replace(cfg, settings={**cfg.settings, "image-one-model-crop": CropClassifierConfig(epochs=1)})
     rows = measure(Models(target), tiny_records, cfg, progress=False)
     assert set(rows.test) == {"image-one-model-nb", "image-one-model-crop"}
     assert len(calls) == 2  # A and B's crops once, and the eval null's once: not once per test
@@ -124,7 +127,8 @@ def test_the_image_tests_share_one_set_of_crops_and_one_attack(tiny_records, mon
 
 @dataclasses.dataclass(frozen=True)
 class ThresholdConfig:
-    threshold: int = 1
+    threshold: int = dataclasses.field(default=1, metadata=at_least(1))
+    labels: tuple[str, ...] = ()
 
 
 class CountAbove(CountCanaries):
@@ -139,22 +143,41 @@ class CountAbove(CountCanaries):
         return [Row(self.name, "all", f"repeat>={threshold}", float(n), n=n)]
 
 
-def test_a_test_owns_its_settings_and_a_preset_sets_them_by_test_name(plugins, tiny_records):
+def test_a_test_owns_its_settings_and_a_preset_sets_them_in_its_own_section(plugins, tiny_records):
     plugins.append(FakeEntryPoint("count-above", CountAbove))
-    preset = load_preset("smoke", ['measure.tests=["count-above"]', 'measure.options={"count-above": {"threshold": 2}}'])
-    cfg = MeasureConfig.from_dict(preset.measure.as_dict())
-    rows = measure(Models(target=None), tiny_records, cfg)
+    preset = load_preset("smoke", ['measure.tests=["count-above"]', "measure.count-above.threshold=2",
+                                   'measure.count-above.labels=["cat"]'])
+    assert preset.measure.settings["count-above"] == ThresholdConfig(threshold=2, labels=("cat",))  # read as typed
+    rows = measure(Models(target=None), tiny_records, preset.measure)
     assert rows[["metric", "n"]].to_dict("records") == [{"metric": "repeat>=2", "n": 4}]  # the 4 canaries
-    defaults = measure(Models(target=None), tiny_records, dataclasses.replace(cfg, options={}))
+    defaults = measure(Models(target=None), tiny_records, dataclasses.replace(preset.measure, settings={}))
     assert defaults.metric.tolist() == ["repeat>=1"] and defaults.n.tolist() == [len(tiny_records)]
+    changes = preset.measure.changes()  # what a run id hashes
+    assert (changes["tests"], changes["count-above"]) == (["count-above"], {"threshold": 2, "labels": ["cat"]})
+
+
+def test_a_library_user_gives_a_tests_config_by_name(plugins, tiny_records):
+    plugins.append(FakeEntryPoint("count-above", CountAbove))
+    cfg = MeasureConfig(tests=("count-above",), settings={"count-above": ThresholdConfig(threshold=2)})
+    assert measure(Models(target=None), tiny_records, cfg).metric.tolist() == ["repeat>=2"]
+    with pytest.raises(TypeError, match="settings of 'count-above' must be a ThresholdConfig, got ImageTestConfig"):
+        MeasureConfig(settings={"count-above": ImageTestConfig()})
+    with pytest.raises(ValueError, match="settings of 'count-canaries': no registered test of that name has a Config"):
+        MeasureConfig(settings={"count-canaries": ThresholdConfig()})
 
 
 def test_bad_test_settings_are_refused_when_the_preset_is_read(plugins):
     plugins.append(FakeEntryPoint("count-above", CountAbove))
-    with pytest.raises(PresetError, match=r"measure.options.count-above: unknown settings \['limit'\] of test "
-                                          r"'count-above'; it has \['threshold'\]"):
-        load_preset("smoke", ['measure.options={"count-above": {"limit": 2}}'])
-    with pytest.raises(PresetError, match="measure.options: unknown test 'nope'"):
-        load_preset("smoke", ['measure.options={"nope": {}}'])
-    with pytest.raises(PresetError, match="test 'utility' has no settings of its own"):
-        load_preset("smoke", ['measure.options={"utility": {"k": 1}}'])
+    with pytest.raises(PresetError, match=r"unknown field measure.count-above.limit; valid fields: threshold, labels"):
+        load_preset("smoke", ["measure.count-above.limit=2"])
+    with pytest.raises(PresetError, match=r"measure.count-above.threshold must be an integer >= 1, got 0"):
+        load_preset("smoke", ["measure.count-above.threshold=0"])
+    with pytest.raises(PresetError, match=r"unknown field measure.nope; valid fields: tests, stats, crops, "
+                                          r"image-two-model, .*, count-above"):
+        load_preset("smoke", ['measure.nope={"k": 1}'])
+    plugins.append(FakeEntryPoint("count-canaries", CountCanaries))
+    with pytest.raises(PresetError, match="measure.count-canaries: test 'count-canaries' has no settings of its own"):
+        load_preset("smoke", ["measure.count-canaries.k=1"])
+    with pytest.raises(PresetError, match=r"unknown field measure.image-one-model-nb.k; valid fields: smoothing, "
+                                          r"normalize \(it reads the rest from measure.image-two-model\)"):
+        load_preset("smoke", ["measure.image-one-model-nb.k=1"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -9,10 +10,10 @@ import pandas as pd
 import pytest
 
 from dejavu.attacks.common import StatsConfig
-from dejavu.attacks.image import ImageTestResult, LabelAttack
+from dejavu.attacks.image import ImageTestConfig, ImageTestResult, LabelAttack
 from dejavu.attacks.one_model import (
     NB_TEST,
-    OneModelConfig,
+    NaiveBayesConfig,
     naive_bayes_reference,
     null_split,
     one_model_rows,
@@ -22,7 +23,7 @@ from dejavu.metrics import AttackedSplit, VoteResult
 from dejavu.records import Box, Record, RecordSet
 from dejavu.references import ReferencePrediction
 
-CFG = OneModelConfig(top_p=(0.5, 1.0), stats=StatsConfig(n_bootstrap=50, n_permutations=50))
+CFG = ImageTestConfig(top_p=(0.5, 1.0), stats=StatsConfig(n_bootstrap=50, n_permutations=50))  # the target's attack
 CLASSES = {"cat": 0, "dog": 1}
 NAMES = ("cat", "dog")
 
@@ -93,7 +94,7 @@ def test_canary_rows_use_the_estimator_entropy_as_score():
     assert value(rows, "canary_auroc", "canary") == 1.0
     # two canaries at the 20% level keep floor(0.4) = 0 records: the gap is undefined, so is its p-value
     assert math.isnan(value(rows, "pvalue_dv_gap@20", "canary"))
-    level = OneModelConfig(pvalue_p=1.0, stats=CFG.stats, top_p=CFG.top_p)
+    level = dataclasses.replace(CFG, pvalue_p=1.0)
     p = value(one_model_rows(NB_TEST, two_model_result(), ESTIMATE, level), "pvalue_dv_gap@100", "canary")
     # the canary gap (1.0) is the largest possible: only subsets {r0, r5} reach it, 1 of 15 pairs
     assert 0.0 < p < 0.2
@@ -175,7 +176,7 @@ def test_naive_bayes_reference_end_to_end():
     records = RecordSet(fit + attacked)
     crops = background_crops(records)
     ids = [r.id for r in attacked]
-    estimate = naive_bayes_reference(records, crops, ids, CFG)
+    estimate = naive_bayes_reference(records, crops, ids, NaiveBayesConfig())
     # 'moon' was never seen in fitting: it is neutral, the posterior stays uniform, the tie goes to 'cat'
     assert estimate.pred == ["cat", "dog", "cat", "cat"]
     assert estimate.confidence[3] == pytest.approx(0.5)

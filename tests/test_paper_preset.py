@@ -60,7 +60,8 @@ def test_every_recipe_takes_a_step_under_the_paper_preset(recipe, records, tmp_p
     assert plan.max_epochs == 1
     check_schedule(cfg, plan)
     check_recipe(recipe, cfg, plan, (records, records))
-    MeasureConfig.from_dict(preset.measure_section(recipe).as_dict())
+    settings = preset.measure_section(recipe).as_dict()
+    assert MeasureConfig.from_dict(settings).as_dict() == settings
 
     model = train_model(plan, records, cfg, tmp_path, seed=0, progress=False)
     assert json.loads((tmp_path / DONE).read_text())["global_step"] == 1

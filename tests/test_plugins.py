@@ -59,7 +59,7 @@ def test_the_plugin_recipe_trains_and_the_plugin_test_measures_it(installed, tin
     code = main(["run", "--preset", "smoke", "--recipe", "dcl", "--out", str(tmp_path / "out"),
                  "--cache", str(tmp_path / "cache"), "--no-progress", "--set", "train.epochs=1",
                  "--set", 'measure.tests=["image-two-model", "repeat-count"]',
-                 "--set", 'measure.options={"repeat-count": {"min_repeat": 2}}'])
+                 "--set", "measure.repeat-count.min_repeat=2"])
     assert code == 0
     table = ResultsStore(tmp_path / "out" / "runs.csv").read()
     assert set(table.recipe) == {"dcl"} and set(table.test) == {"image-two-model", "repeat-count"}

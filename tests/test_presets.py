@@ -9,8 +9,11 @@ import pytest
 from bench.presets import PresetError, apply_override, available_presets, load_preset
 from bench.recipes import RECIPES
 from bench.recipes.config import TrainConfig
+from dejavu.attacks.one_model import NaiveBayesConfig
+from dejavu.attacks.vlm import VLMTestConfig
 from dejavu.data.scenes import PRESETS as SCENES_PRESETS
-from dejavu.measure import MeasureConfig
+from dejavu.measurements import available_tests
+from dejavu.results import TESTS
 
 
 def test_the_three_presets_ship_and_load_for_every_recipe():
@@ -40,28 +43,56 @@ def test_paper_preset_has_the_published_sizes():
 def test_overrides_are_read_as_the_field_type():
     p = load_preset("smoke", ["train.epochs=5", "train.lr=0.5", "train.crop_scale=[0.05, 1]",
                               "train.devices=auto", "train.limit_train_batches=0.25",
-                              "train.projector.vicreg=[16,16,8]", "measure.knn_metric=cosine",
-                              "measure.threshold_fraction=0.3", "data.params.n_classes=6", "data.per_class=7",
+                              "train.projector.vicreg=[16,16,8]", "measure.image-two-model.metric=cosine",
+                              "measure.crops.threshold_fraction=0.3", "data.params.n_classes=6", "data.per_class=7",
                               "train_by_recipe.clip.epochs=2"])
     assert p.train.epochs == 5 and isinstance(p.train.epochs, int)
     assert p.train.lr == 0.5 and p.train.crop_scale == (0.05, 1.0)
     assert p.train.devices == "auto" and p.train.limit_train_batches == 0.25
     assert p.train.projector["vicreg"] == (16, 16, 8)
     assert p.train.projector["simclr"] == load_preset("smoke").train.projector["simclr"]  # others untouched
-    assert p.measure.knn_metric == "cosine" and p.measure.threshold_fraction == 0.3
+    assert p.measure.section("image-two-model").metric == "cosine" and p.measure.crops.threshold_fraction == 0.3
     assert p.data.params == {"n_classes": 6} and p.data.per_class == 7
     assert p.train_config("clip").epochs == 2 and p.train_config("vicreg").epochs == 5
     assert p.plan("clip").max_epochs == 2
 
 
 def test_measure_by_recipe_overrides_one_recipes_measurement_only():
-    p = load_preset("smoke", ["measure_by_recipe.simclr.k=7", "measure.vlm_k=3"])
-    assert p.measure_section("simclr").k == 7 and p.measure_section("simclr").vlm_k == 3
-    assert p.measure_section("clip").k == p.measure.k == 10
-    with pytest.raises(PresetError, match="unknown field measure_by_recipe.simclr.kk"):
-        load_preset("smoke", ["measure_by_recipe.simclr.kk=7"])
+    p = load_preset("smoke", ["measure_by_recipe.simclr.image-two-model.k=7", "measure.vlm-two-model.k=3"])
+    assert p.measure_section("simclr").section("image-two-model").k == 7
+    assert p.measure_section("simclr").section("vlm-two-model").k == 3
+    assert p.measure_section("clip").section("image-two-model").k == p.measure.section("image-two-model").k == 10
+    with pytest.raises(PresetError, match="unknown field measure_by_recipe.simclr.image-two-model.kk; valid fields: "
+                                          "k, metric"):
+        load_preset("smoke", ["measure_by_recipe.simclr.image-two-model.kk=7"])
+    with pytest.raises(PresetError, match="unknown field measure_by_recipe.simclr.k; valid fields: tests, stats"):
+        load_preset("smoke", ["measure_by_recipe.simclr.k=7"])  # the flat spelling of before: a clear error
     with pytest.raises(PresetError, match="unknown recipe 'dino'"):
-        load_preset("smoke", ["measure_by_recipe.dino.k=7"])
+        load_preset("smoke", ["measure_by_recipe.dino.image-two-model.k=7"])
+
+
+def test_measure_by_recipe_merges_field_by_field():
+    p = load_preset("default", ["measure_by_recipe.simclr.image-two-model.metric=cosine",
+                                "measure_by_recipe.simclr.stats.seed=3", "measure.image-two-model.pvalue_p=0.05"])
+    simclr = p.measure_section("simclr").section("image-two-model")
+    assert (simclr.k, simclr.metric, simclr.pvalue_p) == (20, "cosine", 0.05)  # the preset's k=20 kept
+    assert p.measure_by_recipe["simclr"] == {"image-two-model": {"k": 20, "metric": "cosine"}, "stats": {"seed": 3}}
+    assert p.measure_section("simclr").stats.seed == 3 and p.measure_section("vicreg").stats.seed == 0
+    clip = p.measure_section("clip").section("image-two-model")
+    assert (clip.k, clip.metric, clip.pvalue_p) == (100, "l2", 0.05)
+    tests = load_preset("smoke", ['measure_by_recipe.clip.tests=["vlm-two-model"]'])
+    assert tests.measure_section("clip").tests == ("vlm-two-model",) and tests.measure_section("simclr").tests == TESTS
+
+
+def test_a_presets_measure_by_recipe_is_checked_when_read(tmp_path):
+    path = tmp_path / "mine.json"
+    path.write_text(json.dumps({"measure_by_recipe": {"simclr": {"image-two-model": {"k": 0}}}}))
+    with pytest.raises(PresetError, match="measure_by_recipe.simclr.image-two-model.k must be an integer >= 1, got 0"):
+        load_preset(path)
+    path.write_text(json.dumps({"measure": {"image-two-model": {"k": 7}},
+                                "measure_by_recipe": {"simclr": {"image-two-model": {"metric": "cosine"}}}}))
+    simclr = load_preset(path).measure_section("simclr").section("image-two-model")
+    assert (simclr.k, simclr.metric) == (7, "cosine")
 
 
 def test_data_by_recipe_plants_one_recipes_canaries_on_the_same_build(tmp_path):
@@ -95,17 +126,26 @@ def test_view_kwargs_reach_lightlys_view_transform():
     ("train.epochs=five", "'five' is not of type int"),
     ("train.epochs=1.5", "is not of type int"),
     ("train.crop_scale=[0.1]", "expected 2 values"),
-    ("measure.knn_metric=manhattan", "'l2' or 'cosine'"),
-    ("measure.n_bootstrap=50", ">= 200"),
+    ("measure.image-two-model.metric=manhattan", "one of 'l2', 'cosine'"),
+    ("measure.stats.n_bootstrap=50", "measure.stats.n_bootstrap must be an integer >= 200"),
     ("measure.tests=[\"image-magic\"]", "unknown test 'image-magic'"),
+    ("measure.tests=[]", "measure.tests must be a non-empty list"),
+    ("measure.crops.rule=largest", "measure.crops.rule must be one of 'slab', 'max-empty', 'corner'"),
+    ("measure.image-two-model.index_params.nprobe=8", "measure.image-two-model: index settings ['nprobe'] apply to "
+                                                      "an approximate index"),
+    ("measure.stats.n_bootstrap.x=1", "measure.stats.n_bootstrap is not a dict"),
+    ("measure.image-two-model.k.x.y=1", "expected measure.tests=..."),
     ("data.params.n_class=4", "valid fields: n_classes"),
     ("model.width=3", "section one of data, train, measure"),
     ("train_by_recipe.dino.lr=1", "unknown recipe 'dino'"),
     ("train.epochs", "section.field=value"),
-    ("measure.crop_arch=resnet9000", "unknown crop-classifier arch 'resnet9000'"),
-    ("measure.nb_smoothing=add-one", "'epsilon' or 'laplace'"),
-    ("measure.pvalue_p=0", "a number in (0, 1]"),
-    ("measure.vlm_top_t=[0]", ">= 1"),
+    ("measure.image-one-model-crop.arch=resnet9000", "'small-cnn' or a torchvision classification model name"),
+    ("measure.image-one-model-nb.smoothing=add-one", "one of 'epsilon', 'laplace'"),
+    ("measure.image-two-model.pvalue_p=0", "a number in (0, 1]"),
+    ("measure.vlm-two-model.top_t=[0]", ">= 1"),
+    ("measure.vlm-two-model.index=i2i", "one of 't2i', 't2t'"),
+    ("measure.utility.zero_shot_templates=[\"a photo\"]", "a prompt with a {} for the class name"),
+    ("measure.image-reconstruction.sampling_steps=2000", "measure.image-reconstruction: sampling_steps must be"),
 ])
 def test_bad_overrides_name_the_problem(override, message):
     with pytest.raises(PresetError, match=message.replace("[", r"\[").replace("(", r"\(")):
@@ -119,22 +159,14 @@ def test_unknown_preset_lists_the_available_ones():
 
 def test_a_preset_file_path_loads_and_unknown_json_fields_fail(tmp_path):
     good = tmp_path / "mine.json"
-    good.write_text(json.dumps({"train": {"epochs": 2}, "measure": {"k": 7}}))
+    good.write_text(json.dumps({"train": {"epochs": 2}, "measure": {"image-two-model": {"k": 7}}}))
     p = load_preset(good)
-    assert p.name == "mine" and p.train.epochs == 2 and p.measure.k == 7
+    assert p.name == "mine" and p.train.epochs == 2 and p.measure.section("image-two-model").k == 7
     assert p.train.backbone == TrainConfig().backbone  # unset fields keep their defaults
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"train": {"epochz": 2}}))
     with pytest.raises(PresetError, match="unknown field train.epochz"):
         load_preset(bad)
-
-
-@pytest.mark.parametrize("name", ["smoke", "default", "paper"])
-def test_measure_section_is_what_the_measurement_library_reads(name):
-    measure = load_preset(name).measure
-    cfg = MeasureConfig.from_dict(measure.as_dict())
-    assert (cfg.image.k, cfg.vlm.k, cfg.crop_rule, cfg.probe_epochs) == (measure.k, measure.vlm_k,
-                                                                        measure.crop_rule, measure.probe_epochs)
 
 
 def test_to_dict_round_trips_through_json():
@@ -143,15 +175,27 @@ def test_to_dict_round_trips_through_json():
 
 
 def test_every_knob_of_the_measurement_is_settable_from_a_preset():
-    p = load_preset("smoke", ["measure.seed=7", "measure.pvalue_p=0.05", "measure.nb_smoothing=laplace",
-                              "measure.nb_normalize=false", "measure.crop_arch=resnet18", "measure.vlm_top_t=[1, 5]"])
-    cfg = MeasureConfig.from_dict(p.measure.as_dict())
-    assert cfg.image.stats.seed == cfg.one_model.stats.seed == cfg.vlm.stats.seed == cfg.one_model.seed == 7
-    assert cfg.image.pvalue_p == cfg.one_model.pvalue_p == 0.05
-    assert (cfg.one_model.nb_smoothing, cfg.one_model.nb_normalize, cfg.one_model.crop_arch) == ("laplace", False,
-                                                                                                 "resnet18")
-    assert cfg.vlm.top_t == (1, 5)
-    defaults = MeasureConfig.from_dict(load_preset("smoke").measure.as_dict())
-    assert (defaults.one_model, defaults.vlm.top_t) == (MeasureConfig().one_model.__class__(
-        crop_epochs=defaults.one_model.crop_epochs, crop_image_size=defaults.one_model.crop_image_size,
-        stats=defaults.one_model.stats, top_p=defaults.one_model.top_p), (1, 10))  # the library's own defaults
+    p = load_preset("smoke", ["measure.stats.seed=7", "measure.image-two-model.pvalue_p=0.05",
+                              "measure.image-one-model-nb.smoothing=laplace", "measure.image-one-model-nb.normalize=false",
+                              "measure.image-one-model-crop.arch=resnet18", "measure.vlm-two-model.top_t=[1, 5]",
+                              "measure.image-reconstruction.train_steps=20"])
+    tests = available_tests()
+    image, nb, crop, vlm = (p.measure.settings_of(tests[name]) for name in (
+        "image-two-model", "image-one-model-nb", "image-one-model-crop", "vlm-two-model"))
+    assert image.stats.seed == crop.stats.seed == vlm.stats.seed == p.measure.stats.seed == 7  # one shared group
+    assert image.pvalue_p == 0.05  # the one-model image tests report at the attack's levels (they read it)
+    assert (nb.smoothing, nb.normalize, crop.arch, vlm.top_t) == ("laplace", False, "resnet18", (1, 5))
+    assert p.measure.section("image-reconstruction").train_steps == 20
+    defaults = load_preset("smoke").measure
+    assert defaults.settings_of(tests["image-one-model-nb"]) == NaiveBayesConfig()  # the Config's own defaults
+    assert defaults.section("vlm-two-model").top_t == VLMTestConfig().top_t == (1, 10)
+
+
+def test_resolved_changes_are_only_the_settings_that_differ_from_their_defaults_nested_per_group():
+    p = load_preset("default", ["measure.stats.seed=0"])  # a setting at its default: as if unset
+    assert p.resolved_changes("simclr")["measure"] == {
+        "stats": {"n_permutations": 200}, "image-two-model": {"k": 20}, "vlm-two-model": {"k": 5},
+        "utility": {"probe_epochs": 10}}  # the crop classifier's epochs=10, image_size=32 are its defaults
+    assert "image-two-model" not in p.resolved_changes("clip")["measure"]  # CLIP's k=100 is the default
+    assert p.resolved("simclr")["measure"]["image-two-model"]["k"] == 20  # the run record: every setting
+    assert p.resolved("simclr")["measure"]["image-one-model-nb"] == {"smoothing": "epsilon", "normalize": True}

@@ -11,6 +11,7 @@ import torch
 from dejavu import reconstruction
 from dejavu.attacks.common import StatsConfig
 from dejavu.attacks.image import ImageTestConfig
+from dejavu.config import ConfigError
 from dejavu.embed import Embeddings
 from dejavu.encoders import TINY_CLIP_CONFIG, OpenClipEncoder
 from dejavu.measure import MeasureConfig, Models, measure
@@ -20,8 +21,7 @@ from dejavu.reconstruction import ReconstructionConfig, reconstruction_model, sa
 TINY = ReconstructionConfig(image_size=8, widths=(8, 16), norm_groups=4, diffusion_steps=50, train_steps=3,
                             batch_size=16, sampling_steps=3, sample_batch_size=4, classifier_epochs=1)
 STATS = StatsConfig(n_bootstrap=50)
-CFG = MeasureConfig(tests=(TEST,), image=ImageTestConfig(k=5, stats=STATS),
-                    options={TEST: {f.name: getattr(TINY, f.name) for f in dataclasses.fields(TINY)}})
+CFG = MeasureConfig(tests=(TEST,), stats=STATS, settings={"image-two-model": ImageTestConfig(k=5), TEST: TINY})
 
 
 def clip(seed: int) -> OpenClipEncoder:
@@ -136,8 +136,11 @@ def test_without_a_reference_the_test_is_skipped(tiny_records, models, count_tra
 def test_bad_settings_are_clear_errors(field, value, message):
     with pytest.raises(ValueError, match=message):
         ReconstructionConfig(**{field: value})
-    with pytest.raises(ValueError, match="unknown settings"):
-        ImageReconstructionTest.make_config({"steps": 3})
+    with pytest.raises(ConfigError, match="unknown field measure.image-reconstruction.steps; valid fields: image_size"):
+        MeasureConfig.from_dict({TEST: {"steps": 3}})
+    if field != "train_steps":  # (2.5 is refused as a float where an int is declared, before the Config sees it)
+        with pytest.raises(ConfigError, match=f"measure.{TEST}: {message}"):  # the Config's own check, named
+            MeasureConfig.from_dict({TEST: {field: list(value) if isinstance(value, tuple) else value}})
 
 
 def test_a_measurement_reports_the_gap_rows_and_draws_the_grid(tiny_records, models, tmp_path, count_training):

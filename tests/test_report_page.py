@@ -115,6 +115,7 @@ def test_page_shows_the_configuration_preset_and_versions(results):
     epochs = load_preset("smoke").train_config("simclr").epochs
     assert f"<tr><th>epochs</th><td><code>{epochs}</code></td></tr>" in html
     assert "<tr><th>canary_repeat</th>" in html and "<tr><th>n_bootstrap</th>" in html
+    assert "<h4>measure.stats</h4>" in html and "<h4>measure.image-two-model</h4>" in html  # nested by owner
 
 
 def test_page_shows_the_settings_a_run_recorded(results):

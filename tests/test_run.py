@@ -149,9 +149,11 @@ def test_two_spellings_of_one_configuration_are_one_run(clip_run):
     assert clip_identity(clip_run.cache, f"train.epochs={epochs}")[2] == run_id  # the preset's own value
     assert clip_identity(clip_run.cache, "train.num_workers=1", "train.log_every_n_steps=1")[2] == run_id
     assert clip_identity(clip_run.cache, f"train.epochs={epochs + 1}")[2] != run_id
-    assert clip_identity(clip_run.cache, "measure.n_bootstrap=300")[2] != run_id
-    assert clip_identity(clip_run.cache, "measure.seed=0")[2] == run_id  # a knob at its default: as if unset
-    assert clip_identity(clip_run.cache, "measure.seed=1")[2] != run_id
+    assert clip_identity(clip_run.cache, "measure.stats.n_bootstrap=300")[2] != run_id
+    assert clip_identity(clip_run.cache, "measure.stats.seed=0")[2] == run_id  # a knob at its default: as if unset
+    assert clip_identity(clip_run.cache, "measure.stats.seed=1")[2] != run_id
+    assert clip_identity(clip_run.cache, "measure.vlm-two-model.k=5")[2] == run_id  # smoke's own value
+    assert clip_identity(clip_run.cache, "measure.image-two-model.k=9")[2] != run_id
 
 
 def test_models_cached_by_an_earlier_release_are_moved_not_retrained(clip_run, tmp_path):

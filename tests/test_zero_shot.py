@@ -10,14 +10,14 @@ from open_clip import build_zero_shot_classifier
 from torchvision.transforms import ToTensor
 
 from dejavu.attacks.common import StatsConfig
-from dejavu.attacks.image import ImageTestConfig
 from dejavu.encoders import TINY_CLIP_CONFIG, Encoder, OpenClipEncoder
 from dejavu.measure import MeasureConfig, Models, measure
+from dejavu.measurements.utility import UtilityConfig
 from dejavu.utility import SCENES_TEMPLATES, zero_shot, zero_shot_classifier
 
 DIM = 12  # 3 channels pooled to 2x2
-UTILITY = MeasureConfig(tests=("utility",), image=ImageTestConfig(stats=StatsConfig(n_bootstrap=50)),
-                        probe_epochs=2)
+UTILITY = MeasureConfig(tests=("utility",), stats=StatsConfig(n_bootstrap=50),
+                        settings={"utility": UtilityConfig(probe_epochs=2)})
 
 
 class PooledPixels:

@@ -21,7 +21,7 @@ from bench.run import load_preset_dataset
 from dejavu.data import check_spec
 from dejavu.data.validate import check_images
 from dejavu.encoders import TINY_CLIP_CONFIG, OpenClipEncoder
-from dejavu.measure import MeasureConfig, Models, measure
+from dejavu.measure import Models, measure
 
 MODEL_SPECS = "checkpoint:PATH | open_clip:ARCH[@WEIGHTS] | tiny-clip[:SEED]"
 
@@ -84,16 +84,17 @@ def main(args: argparse.Namespace) -> int:
     target, target_vlm = load_model(args.target, args.layer)
     reference, reference_vlm = load_model(args.reference, args.layer) if args.reference else (None, None)
     records = load_preset_dataset(args.data, preset.data, args.cache / "data", allow_outside=args.allow_outside_paths)
-    cfg = MeasureConfig.from_dict(preset.measure.as_dict())
+    cfg = preset.measure
     check_images(records, max_pixels=preset.data.max_pixels, cache_dir=args.cache / "checked")
     check_measurable(records, cfg, captions=target_vlm is not None)
     if target_vlm is not None:
         report_long_captions(target_vlm, list(records))
     models = Models(target, reference, target_vlm, reference_vlm)
-    # keyed by content (weights, layer, image bytes, settings), not by where the files lie
+    # keyed by content (weights, layer, image bytes, the settings that differ from their defaults), not by
+    # where the files lie
     encoders = (models.target, models.reference, models.target_vlm, models.reference_vlm)
     key = json.dumps({"models": [m.fingerprint if m is not None else None for m in encoders],
-                      "data": records.fingerprint(), "measure": preset.measure.as_dict()}, sort_keys=True, default=list)
+                      "data": records.fingerprint(), "measure": preset.measure.changes()}, sort_keys=True, default=list)
     run_id = hashlib.sha256(key.encode()).hexdigest()[:12]
     rows = measure(models, records, cfg,
                    cache_dir=args.cache / "embeddings", progress=args.progress,

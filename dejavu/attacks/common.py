@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -24,15 +24,25 @@ from dejavu.metrics import (
 from dejavu.metrics.stats import percentile_interval
 from dejavu.records import RecordError, RecordSet
 from dejavu.results import Row
+from dejavu.rules import at_least
+
+#: the fewest bootstrap resamples a configured measurement reports intervals from (SPEC section 6)
+MIN_BOOTSTRAP = 200
 
 
 @dataclass(frozen=True)
 class StatsConfig:
-    """How population numbers get their intervals and how the canary subset is tested."""
+    """How population numbers get their intervals and how the canary subset is tested: the measurement's `stats`.
 
-    n_bootstrap: int = 200
-    n_permutations: int = 1000
-    seed: int = 0
+    The typed loader (`dejavu.measure.MeasureConfig.from_dict`) holds these to their rules; code may
+    still build one with fewer resamples for a quick check, as the examples here do.
+    """
+
+    n_bootstrap: int = field(default=MIN_BOOTSTRAP, metadata=at_least(MIN_BOOTSTRAP))
+    # random subsets of A in the canary-gap test
+    n_permutations: int = field(default=1000, metadata=at_least(1))
+    # the bootstrap resamples, the permutation tests, the one-model estimators and the linear probe
+    seed: int = field(default=0, metadata=at_least(0))
 
 
 def subset_masks(canary: np.ndarray) -> dict[str, np.ndarray]:

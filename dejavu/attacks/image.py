@@ -9,15 +9,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from dejavu.attacks.common import StatsConfig, class_index, gap_rows, pct, require_labels, subset_masks
+from dejavu.config import from_group
 from dejavu.crops import CropResult
 from dejavu.embed import Embeddings, embed_records
 from dejavu.encoders import Encoder
-from dejavu.knn import ApproximateIndex, Neighbours, search
+from dejavu.knn import BACKENDS, INDEXES, METRICS, ApproximateIndex, Neighbours, approximate_index, search
 from dejavu.metrics import (
     AttackedSplit,
     VoteResult,
@@ -30,24 +32,43 @@ from dejavu.metrics import (
 )
 from dejavu.records import RecordSet
 from dejavu.results import Row
+from dejavu.rules import at_least, check_fields, each, fraction, one_of
 
 TEST = "image-two-model"
 
 
 @dataclass(frozen=True)
 class ImageTestConfig:
-    """Search and reporting settings of the image test; the defaults are the original's."""
+    """The image two-model test's settings (`measure.image-two-model`); the defaults are the original's.
 
-    k: int = 100
-    metric: str = "l2"  # squared L2 on un-normalized embeddings, as published; or "cosine"
-    backend: str = "auto"
-    index: ApproximateIndex | None = None  # None: exact search, as published; or a faiss IVF/HNSW index
+    They are the settings of the target's kNN attack on A, which the one-model image tests reuse
+    (so they read them from here), and the top-p levels every image test reports.
+    """
+
+    k: int = field(default=100, metadata=at_least(1))  # neighbours of the vote (the original's k)
+    metric: str = field(default="l2", metadata=one_of(METRICS))  # squared L2 on un-normalized embeddings, as published
+    # "exact" (as published) or a faiss index, "ivf" or "hnsw", for public sets too large to search exactly;
+    # index_params holds its settings (dejavu.knn.ApproximateIndex, e.g. {"nprobe": 64})
+    index: str = field(default="exact", metadata=one_of(INDEXES))
+    index_params: dict[str, Any] = field(default_factory=dict)
+    backend: str = field(default="auto", metadata=one_of(BACKENDS))
     device: str | None = None  # where the search runs: None with the embeddings (CPU), "auto" a GPU if present
-    top_p: tuple[float, ...] = (0.05, 0.2, 1.0)
-    pvalue_p: float = 0.2  # the top-p level of the canary permutation test
-    stats: StatsConfig = field(default_factory=StatsConfig)
-    batch_size: int = 256
-    num_workers: int = 0
+    top_p: tuple[float, ...] = field(default=(0.05, 0.2, 1.0), metadata=each(fraction()))
+    # the top-p level of the canary permutation test (pvalue_dv_gap@<100 p>)
+    pvalue_p: float = field(default=0.2, metadata=fraction())
+    stats: StatsConfig = field(default_factory=StatsConfig, metadata=from_group("stats"))
+    batch_size: int = field(default=256, metadata=at_least(1))
+    num_workers: int = field(default=0, metadata=at_least(0))
+
+    def __post_init__(self):
+        check_fields(self)
+        object.__setattr__(self, "top_p", tuple(self.top_p))
+        approximate_index(self.index, self.index_params)  # index_params that do not fit the index fail here
+
+    @property
+    def search_index(self) -> ApproximateIndex | None:
+        """Returns the approximate index the search uses, None for exact search."""
+        return approximate_index(self.index, self.index_params)
 
 
 @dataclass(frozen=True)
@@ -93,7 +114,7 @@ class PublicIndex:
                              f"dims but public images in {self.embeddings.dim}; its embedding width must not "
                              f"depend on the input image size (resize in image_transform)")
         nbrs = search(crops.vectors, self.embeddings.vectors, self.cfg.k, metric=self.cfg.metric,
-                      backend=self.cfg.backend, device=self.cfg.device, index=self.cfg.index)
+                      backend=self.cfg.backend, device=self.cfg.device, index=self.cfg.search_index)
         nbr_labels, dists = self.labels[nbrs.indices.numpy()], nbrs.distances.numpy()
         vote = label_vote(nbr_labels, dists, self.n_classes)
         return LabelAttack(crops.ids, labels, vote, nbrs, label_log_likelihood(nbr_labels, dists, labels, self.n_classes))

@@ -15,30 +15,44 @@ import numpy as np
 import pandas as pd
 
 from dejavu.attacks.common import StatsConfig, corrected_gap_rows, gap_rows, subset_masks
-from dejavu.attacks.image import ImageTestResult, LabelAttack, canary_rows
+from dejavu.attacks.image import ImageTestConfig, ImageTestResult, LabelAttack, canary_rows
+from dejavu.config import from_group
 from dejavu.crops import Crop, CropResult, crop_image
 from dejavu.metrics import AttackedSplit, bootstrap_indices, bootstrap_mean, sample_scores
 from dejavu.records import Record, RecordSet
 from dejavu.references import CropClassifier, NaiveBayesReference, ReferencePrediction, crop_tags
+from dejavu.references.crop_classifier import is_arch
+from dejavu.references.naive_bayes import SMOOTHINGS
 from dejavu.results import Row
+from dejavu.rules import at_least, check_fields, one_of, rule
 
 NB_TEST = "image-one-model-nb"
 CROP_TEST = "image-one-model-crop"
 
 
 @dataclass(frozen=True)
-class OneModelConfig:
-    """Settings of the one-model estimators."""
+class NaiveBayesConfig:
+    """The naive-Bayes estimator's settings (`measure.image-one-model-nb`)."""
 
-    nb_smoothing: str = "epsilon"  # the original's behaviour; "laplace" for smoothed posteriors
-    nb_normalize: bool = True
-    crop_arch: str = "small-cnn"
-    crop_image_size: int = 32
-    crop_epochs: int = 10
-    top_p: tuple[float, ...] = (0.05, 0.2, 1.0)
-    pvalue_p: float = 0.2  # the top-p level of the canary permutation test
-    stats: StatsConfig = field(default_factory=StatsConfig)
-    seed: int = 0
+    smoothing: str = field(default="epsilon", metadata=one_of(SMOOTHINGS))  # "epsilon": the original's
+    normalize: bool = True  # whether its posteriors are normalized
+
+    def __post_init__(self):
+        check_fields(self)
+
+
+@dataclass(frozen=True)
+class CropClassifierConfig:
+    """The crop classifier's settings (`measure.image-one-model-crop`); it trains with the measurement's seed."""
+
+    arch: str = field(default="small-cnn", metadata=rule(is_arch, "'small-cnn' or a torchvision classification "
+                                                                  "model name such as 'resnet18'"))
+    image_size: int = field(default=32, metadata=at_least(8))
+    epochs: int = field(default=10, metadata=at_least(1))
+    stats: StatsConfig = field(default_factory=StatsConfig, metadata=from_group("stats"))
+
+    def __post_init__(self):
+        check_fields(self)
 
 
 def fit_split(records: RecordSet, crops: CropResult, split: str) -> RecordSet:
@@ -60,27 +74,26 @@ class FittedEstimator:
         return self.estimator.predict([self.features(r, crops.crops[r.id]) for r in attacked], ids)
 
 
-def naive_bayes_estimator(records: RecordSet, crops: CropResult, cfg: OneModelConfig) -> FittedEstimator:
+def naive_bayes_estimator(records: RecordSet, crops: CropResult, cfg: NaiveBayesConfig) -> FittedEstimator:
     """Returns naive Bayes fit on B's crop tags."""
-    nb = NaiveBayesReference(smoothing=cfg.nb_smoothing, normalize=cfg.nb_normalize)
+    nb = NaiveBayesReference(smoothing=cfg.smoothing, normalize=cfg.normalize)
     return fit_estimator(nb, crop_tags, records, crops)
 
 
-def crop_classifier_estimator(records: RecordSet, crops: CropResult, cfg: OneModelConfig) -> FittedEstimator:
+def crop_classifier_estimator(records: RecordSet, crops: CropResult, cfg: CropClassifierConfig) -> FittedEstimator:
     """Returns the crop classifier trained on B's crops."""
-    clf = CropClassifier(arch=cfg.crop_arch, image_size=cfg.crop_image_size, epochs=cfg.crop_epochs,
-                         seed=cfg.seed)
+    clf = CropClassifier(arch=cfg.arch, image_size=cfg.image_size, epochs=cfg.epochs, seed=cfg.stats.seed)
     return fit_estimator(clf, crop_image, records, crops)
 
 
 def naive_bayes_reference(records: RecordSet, crops: CropResult, attacked_ids: list[str],
-                          cfg: OneModelConfig) -> ReferencePrediction:
+                          cfg: NaiveBayesConfig) -> ReferencePrediction:
     """Returns naive-Bayes predictions for the attacked A crops, fit on B's crop tags."""
     return naive_bayes_estimator(records, crops, cfg).predict(records, crops, attacked_ids)
 
 
 def crop_classifier_reference(records: RecordSet, crops: CropResult, attacked_ids: list[str],
-                              cfg: OneModelConfig) -> ReferencePrediction:
+                              cfg: CropClassifierConfig) -> ReferencePrediction:
     """Returns crop-classifier predictions for the attacked A crops, trained on B's crops."""
     return crop_classifier_estimator(records, crops, cfg).predict(records, crops, attacked_ids)
 
@@ -116,8 +129,11 @@ def null_split(target: LabelAttack, records: RecordSet, estimate: ReferencePredi
 
 
 def one_model_rows(test: str, two_model: ImageTestResult, estimate: ReferencePrediction,
-                   cfg: OneModelConfig, null: AttackedSplit | None = None) -> list[Row]:
+                   cfg: ImageTestConfig, null: AttackedSplit | None = None) -> list[Row]:
     """Returns dv_gap@p and quadrants of the target against the estimator, and its agreement with model B.
+
+    `cfg` is the target's attack (the two-model test's settings): its top-p levels, canary p-value
+    level and stats are the one-model test's too.
 
     `two_model` may come from `image_target_only` (an off-the-shelf model without a reference
     model); then there is no agreement row.

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from dejavu.attacks.common import StatsConfig, excluded_rows, subset_masks
+from dejavu.config import from_group
 from dejavu.embed import Embeddings, embed_captions, embed_records
 from dejavu.encoders import Encoder
 from dejavu.knn import search
@@ -48,23 +49,31 @@ from dejavu.metrics.stats import percentile_interval
 from dejavu.metrics.vlm import DEFAULT_PHIS, ORDERINGS, TOP_L_GAPS
 from dejavu.records import RecordSet
 from dejavu.results import Row
+from dejavu.rules import at_least, check_fields, each, fraction, one_of
 
 log = logging.getLogger(__name__)
 
 TEST = "vlm-two-model"
 TEXT_TEST = "vlm-one-model-text"
+VLM_INDEXES = ("t2i", "t2t")  # what the caption searches: public images, or public captions
 
 
 @dataclass(frozen=True)
 class VLMTestConfig:
-    """Retrieval and reporting settings of the caption test; k=10 as in the published scripts."""
+    """The caption two-model test's settings (`measure.vlm-two-model`); k=10 as in the published scripts.
 
-    k: int = 10
-    index: str = "t2i"  # public images (t2i) or public captions (t2t)
-    top_t: tuple[int, ...] = (1, 10)
-    phis: tuple[float, ...] = DEFAULT_PHIS
-    stats: StatsConfig = field(default_factory=StatsConfig)
-    batch_size: int = 256
+    They are the settings of the caption retrieval, which the one-model caption test reuses.
+    """
+
+    k: int = field(default=10, metadata=at_least(1))  # neighbours of the retrieval (the scripts' k)
+    index: str = field(default="t2i", metadata=one_of(VLM_INDEXES))  # public images (t2i) or public captions (t2t)
+    top_t: tuple[int, ...] = field(default=(1, 10), metadata=each(at_least(1)))  # the top-L levels of its gap (ppg@L)
+    phis: tuple[float, ...] = field(default=DEFAULT_PHIS, metadata=each(fraction()))
+    stats: StatsConfig = field(default_factory=StatsConfig, metadata=from_group("stats"))
+    batch_size: int = field(default=256, metadata=at_least(1))
+
+    def __post_init__(self):
+        check_fields(self)
 
 
 @dataclass(frozen=True)
@@ -166,7 +175,7 @@ class CaptionRetriever:
 
     def __init__(self, encoder: Encoder, public: PublicObjects, index: str, k: int, *,
                  cache_dir: Path | None, batch_size: int, progress: bool):
-        if index not in ("t2i", "t2t"):
+        if index not in VLM_INDEXES:
             raise ValueError(f"index must be 't2i' or 't2t', not {index!r}")
         if index == "t2t":
             public = public.captioned()

@@ -19,7 +19,7 @@ once per measurement by whichever test asks first.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
@@ -85,29 +85,18 @@ class MeasurementTest:
     """
 
     name: ClassVar[str]
-    #: the dataclass of this test's own settings (None: it has none); a preset sets them under
-    #: measure.options.<name>, and `settings(ctx)` returns them
+    #: the dataclass of this test's own settings (None: it has none): its defaults and checks. A preset
+    #: sets them under measure.<name>; `settings(ctx)` returns them, the shared groups filled in
     Config: ClassVar[type | None] = None
+    #: the tests whose settings this one reads besides its own (the settings a family of tests shares)
+    reads: ClassVar[tuple[str, ...]] = ()
     needs_reference: ClassVar[bool] = False  # a second model, trained on split B
     needs_text: ClassVar[bool] = False  # the target's image-text space (a vision-language model)
     needs_reference_text: ClassVar[bool] = False  # the reference's image-text space too
 
-    @classmethod
-    def make_config(cls, options: dict[str, Any]) -> Any:
-        """Returns the test's Config with `options` applied; unknown or bad fields raise ValueError."""
-        if cls.Config is None:
-            if options:
-                raise ValueError(f"test {cls.name!r} has no settings of its own, got {sorted(options)}")
-            return None
-        names = {f.name for f in fields(cls.Config)}
-        unknown = sorted(set(options) - names)
-        if unknown:
-            raise ValueError(f"unknown settings {unknown} of test {cls.name!r}; it has {sorted(names)}")
-        return cls.Config(**options)
-
     def settings(self, ctx: MeasureContext) -> Any:
-        """Returns this test's Config under the measurement's options."""
-        return self.make_config(ctx.cfg.options.get(self.name, {}))
+        """Returns this test's Config under the measurement's settings (None when it has none)."""
+        return ctx.cfg.settings_of(type(self))
 
     def missing(self, models: Models) -> str | None:
         """Returns why this test cannot run on `models` (None when it can)."""

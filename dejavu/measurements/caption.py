@@ -6,7 +6,7 @@ reference CLIP trained on B, the one-model test with a text-only model (all-Mini
 
 from __future__ import annotations
 
-from dejavu.attacks.vlm import vlm_one_model_text, vlm_two_model
+from dejavu.attacks.vlm import TEST, TEXT_TEST, VLMTestConfig, vlm_one_model_text, vlm_two_model
 from dejavu.measurements.base import MeasureContext, MeasurementTest
 from dejavu.results import Row
 
@@ -14,19 +14,25 @@ from dejavu.results import Row
 class CaptionTwoModelTest(MeasurementTest):
     """The target CLIP against a reference CLIP trained on B."""
 
-    name = "vlm-two-model"
+    name = TEST
+    Config = VLMTestConfig
     needs_text = True
     needs_reference_text = True
 
     def run(self, ctx: MeasureContext) -> list[Row]:
         models = ctx.models
-        return vlm_two_model(models.target_vlm, models.reference_vlm, ctx.records, ctx.cfg.vlm, **ctx.embed_options)
+        return vlm_two_model(models.target_vlm, models.reference_vlm, ctx.records, self.settings(ctx),
+                             **ctx.embed_options)
 
 
 class CaptionOneModelTextTest(MeasurementTest):
-    """The target CLIP against a text-only sentence model: what the caption alone predicts."""
+    """The target CLIP against a text-only sentence model: what the caption alone predicts.
 
-    name = "vlm-one-model-text"
+    It retrieves as the two-model test does, so it reads that test's settings (`reads`).
+    """
+
+    name = TEXT_TEST
+    reads = (TEST,)
     needs_text = True
 
     def run(self, ctx: MeasureContext) -> list[Row]:
@@ -35,4 +41,5 @@ class CaptionOneModelTextTest(MeasurementTest):
             from dejavu.references import SentenceTextEncoder  # loads sentence-transformers only when needed
 
             text_model = SentenceTextEncoder()
-        return vlm_one_model_text(ctx.models.target_vlm, text_model, ctx.records, ctx.cfg.vlm, **ctx.embed_options)
+        return vlm_one_model_text(ctx.models.target_vlm, text_model, ctx.records,
+                                  ctx.cfg.settings_of(CaptionTwoModelTest), **ctx.embed_options)

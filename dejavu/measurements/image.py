@@ -10,12 +10,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from dejavu.attacks.common import atomic_path, excluded_rows
 from dejavu.attacks.grid import write_memorized_grid
 from dejavu.attacks.image import TEST as IMAGE_TEST
 from dejavu.attacks.image import (
+    ImageTestConfig,
     ImageTestResult,
     LabelAttack,
     attack_split,
@@ -25,14 +26,15 @@ from dejavu.attacks.image import (
 from dejavu.attacks.one_model import (
     CROP_TEST,
     NB_TEST,
+    CropClassifierConfig,
     FittedEstimator,
-    OneModelConfig,
+    NaiveBayesConfig,
     crop_classifier_estimator,
     naive_bayes_estimator,
     null_split,
     one_model_rows,
 )
-from dejavu.crops import CropResult, background_crops
+from dejavu.crops import CropResult
 from dejavu.measurements.base import MeasureContext, MeasurementTest
 from dejavu.records import RecordSet
 from dejavu.results import Row
@@ -43,21 +45,24 @@ log = logging.getLogger(__name__)
 def attack_crops(ctx: MeasureContext) -> CropResult:
     """Returns the background crops of A and B (shared by every image test)."""
     def compute() -> CropResult:
-        crops = background_crops([r for r in ctx.records if r.split in ("A", "B")], ctx.cfg.crop_rule,
-                                 threshold_fraction=ctx.cfg.threshold_fraction)
+        crops = ctx.cfg.crops.crops([r for r in ctx.records if r.split in ("A", "B")])
         log.info("%s", crops)
         return crops
     return ctx.shared("crops", compute)
 
 
+def attack_settings(ctx: MeasureContext) -> ImageTestConfig:
+    """Returns the settings of the target's attack: the two-model test's, which every image test reuses."""
+    return ctx.cfg.settings_of(ImageTwoModelTest)
+
+
 def target_attack(ctx: MeasureContext) -> ImageTestResult:
     """Returns the target's attack on A: with the reference's when the two-model test runs, alone otherwise."""
     def compute() -> ImageTestResult:
-        models, crops = ctx.models, attack_crops(ctx)
+        models, crops, cfg = ctx.models, attack_crops(ctx), attack_settings(ctx)
         if ctx.wants(IMAGE_TEST) and models.reference is not None:
-            return image_two_model(models.target, models.reference, ctx.records, crops, ctx.cfg.image,
-                                   **ctx.embed_options)
-        return image_target_only(models.target, ctx.records, crops, ctx.cfg.image, **ctx.embed_options)
+            return image_two_model(models.target, models.reference, ctx.records, crops, cfg, **ctx.embed_options)
+        return image_target_only(models.target, ctx.records, crops, cfg, **ctx.embed_options)
     return ctx.shared("image", compute)
 
 
@@ -66,6 +71,7 @@ class ImageTwoModelTest(MeasurementTest):
 
     name = IMAGE_TEST
     needs_reference = True
+    Config = ImageTestConfig
 
     def run(self, ctx: MeasureContext) -> list[Row]:
         crops, image = attack_crops(ctx), target_attack(ctx)
@@ -88,27 +94,31 @@ def eval_attack(ctx: MeasureContext, classes: dict[str, int]) -> tuple[LabelAtta
     """
     def compute() -> tuple[LabelAttack, CropResult] | None:
         evaluation = [r for r in ctx.records if r.split == "eval" and r.label is not None]
-        crops = background_crops(evaluation, ctx.cfg.crop_rule, threshold_fraction=ctx.cfg.threshold_fraction)
+        crops = ctx.cfg.crops.crops(evaluation)
         if not crops.crops:
             log.warning("no eval record has a background crop, so the one-model image tests have no null; their "
                         "gaps mix memorization with the estimator's different predictive power")
             return None
         labelled = RecordSet([r for r in ctx.records if r.split != "eval" or r.label is not None])
-        return attack_split(ctx.models.target, labelled, crops, "eval", classes, ctx.cfg.image,
+        return attack_split(ctx.models.target, labelled, crops, "eval", classes, attack_settings(ctx),
                             **ctx.embed_options), crops
     return ctx.shared("eval-attack", compute)
 
 
 class OneModelImageTest(MeasurementTest):
-    """The target against a correlation estimator fit on B's crops (SPEC section 4), with its eval null."""
+    """The target against a correlation estimator fit on B's crops (SPEC section 4), with its eval null.
 
-    fit: ClassVar[Callable[[RecordSet, CropResult, OneModelConfig], FittedEstimator]]
+    Its Config holds the estimator's settings; the target's attack is the two-model test's (`reads`).
+    """
+
+    reads = (IMAGE_TEST,)
+    fit: ClassVar[Callable[[RecordSet, CropResult, Any], FittedEstimator]]
 
     def run(self, ctx: MeasureContext) -> list[Row]:
         crops, image = attack_crops(ctx), target_attack(ctx)
         ids = image.records[image.records.split == "A"].id.tolist()
         target_on_eval = eval_attack(ctx, image.classes)
-        estimator = type(self).fit(ctx.records, crops, ctx.cfg.one_model)
+        estimator = type(self).fit(ctx.records, crops, self.settings(ctx))
         estimate = estimator.predict(ctx.records, crops, ids)
         rows = excluded_rows(self.name, crops.excluded)
         null = None
@@ -116,13 +126,14 @@ class OneModelImageTest(MeasurementTest):
             vote, eval_crops = target_on_eval
             null = null_split(vote, ctx.records, estimator.predict(ctx.records, eval_crops, vote.ids))
             rows += excluded_rows(self.name, eval_crops.excluded, prefix="null_")
-        return rows + one_model_rows(self.name, image, estimate, ctx.cfg.one_model, null)
+        return rows + one_model_rows(self.name, image, estimate, attack_settings(ctx), null)
 
 
 class NaiveBayesTest(OneModelImageTest):
     """The estimator: naive Bayes over the crop's background tags."""
 
     name = NB_TEST
+    Config = NaiveBayesConfig
     fit = staticmethod(naive_bayes_estimator)
 
 
@@ -130,4 +141,5 @@ class CropClassifierTest(OneModelImageTest):
     """The estimator: a small classifier trained on B's crops."""
 
     name = CROP_TEST
+    Config = CropClassifierConfig
     fit = staticmethod(crop_classifier_estimator)

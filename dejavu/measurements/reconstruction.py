@@ -31,7 +31,7 @@ from dejavu.attacks.image import attacked_records, embed_crops, labelled_public
 from dejavu.crops import CropResult, crop_image
 from dejavu.embed import Embeddings, embed_records
 from dejavu.measurements.base import MeasureContext, MeasurementTest
-from dejavu.measurements.image import attack_crops
+from dejavu.measurements.image import attack_crops, attack_settings
 from dejavu.metrics import bootstrap_indices, bootstrap_mean, mean_gap_stat
 from dejavu.metrics.stats import percentile_interval
 from dejavu.reconstruction import ReconstructionConfig, reconstruction_model, resized_pixels, sample, to_uint8
@@ -100,7 +100,7 @@ class ImageReconstructionTest(MeasurementTest):
 
     def run(self, ctx: MeasureContext) -> list[Row]:
         cfg: ReconstructionConfig = self.settings(ctx)
-        crops = attack_crops(ctx)
+        crops, attack = attack_crops(ctx), attack_settings(ctx)
         attacked = attacked_records(ctx.records, crops, "A")
         public = labelled_public(ctx.records, 1)
         options = {"cache_dir": ctx.cache_dir, "progress": ctx.progress}
@@ -111,10 +111,10 @@ class ImageReconstructionTest(MeasurementTest):
             model = reconstruction_model(encoder, public, cfg, **options)
             log.info("%s: the %s's reconstruction model took %.1f s (training or loading)", self.name, role,
                      time.perf_counter() - start)
-            samples[role] = timed_samples(model, embed_crops(encoder, attacked, crops, ctx.cfg.image, **options),
+            samples[role] = timed_samples(model, embed_crops(encoder, attacked, crops, attack, **options),
                                           f"{role}, from the background crops", ctx.progress)
             if role == "target":  # the decoder's own ceiling: the full image's embedding holds the foreground
-                full = embed_records(encoder, attacked, batch_size=ctx.cfg.image.batch_size, **options)
+                full = embed_records(encoder, attacked, batch_size=attack.batch_size, **options)
                 samples["target-full"] = timed_samples(model, full, "target, from the full images", ctx.progress)
 
         start = time.perf_counter()
@@ -128,7 +128,7 @@ class ImageReconstructionTest(MeasurementTest):
 
         labels = np.array([r.label for r in attacked], dtype=object)
         correct = {name: np.array(pred, dtype=object) == labels for name, pred in predicted.items()}
-        stats = ctx.cfg.image.stats
+        stats = ctx.cfg.stats
         in_a = {r.id for r in ctx.records if r.split == "A"}
         rows = excluded_rows(self.name, Counter(reason for rid, reason in crops.excluded_ids.items() if rid in in_a))
         idx = bootstrap_indices(len(attacked), stats.n_bootstrap, stats.seed)

@@ -37,9 +37,14 @@ class SmallCNN(nn.Sequential):
         )
 
 
+def is_arch(arch: str) -> bool:
+    """True when `arch` names a crop classifier: "small-cnn" or a torchvision classification model."""
+    return arch == "small-cnn" or arch in torchvision.models.list_models(module=torchvision.models)
+
+
 def check_arch(arch: str) -> None:
     """Returns None when `arch` names a crop classifier; raises ValueError saying which names do."""
-    if arch != "small-cnn" and arch not in torchvision.models.list_models(module=torchvision.models):
+    if not is_arch(arch):
         raise ValueError(
             f"unknown crop-classifier arch {arch!r}; use 'small-cnn' or a torchvision classification "
             f"model such as 'resnet18' or 'resnet50' (torchvision.models.list_models())"

@@ -40,6 +40,8 @@ from scipy.special import softmax
 from dejavu.references.prediction import ReferencePrediction
 from dejavu.references.tags import top_tags
 
+SMOOTHINGS = ("epsilon", "laplace")
+
 TagInput = Iterable[str] | Iterable[tuple[str, float]]
 
 
@@ -54,7 +56,7 @@ class NaiveBayesReference:
         normalize: bool = True,
         top_t: int | None = None,
     ):
-        if smoothing not in ("epsilon", "laplace"):
+        if smoothing not in SMOOTHINGS:
             raise ValueError(f"smoothing must be 'epsilon' or 'laplace', not {smoothing!r}")
         if smoothing == "epsilon" and not eps > 0:
             raise ValueError(f"eps must be positive, got {eps}")

@@ -1,21 +1,22 @@
 """A measurement test: how many records of split A are seen at least `min_repeat` times per epoch.
 
-It has a setting of its own, which a preset sets under measure.options["repeat-count"].
+It owns its settings: its Config holds their defaults and checks, and a preset sets them in its own
+section, measure["repeat-count"] (`--set measure.repeat-count.min_repeat=3`).
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from dejavu.measurements import MeasureContext, MeasurementTest
 from dejavu.results import Row
+from dejavu.rules import at_least, check_fields
 
 
 @dataclass(frozen=True)
 class RepeatCountConfig:
-    min_repeat: int = 2
+    min_repeat: int = field(default=2, metadata=at_least(1))
 
     def __post_init__(self):
-        if self.min_repeat < 1:
-            raise ValueError(f"min_repeat must be >= 1, got {self.min_repeat}")
+        check_fields(self)
 
 
 class RepeatCount(MeasurementTest):
