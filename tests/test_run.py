@@ -159,6 +159,16 @@ def test_two_spellings_of_one_configuration_are_one_run(clip_run):
     assert clip_identity(clip_run.cache, "measure.n_bootstrap=300")[2] != run_id
     assert clip_identity(clip_run.cache, "measure.seed=0")[2] == run_id  # a knob at its default: as if unset
     assert clip_identity(clip_run.cache, "measure.seed=1")[2] != run_id
+    assert clip_identity(clip_run.cache, "train_by_recipe.clip.model=tiny")[2] == run_id  # its Config's default
+    assert clip_identity(clip_run.cache, "train_by_recipe.clip.crop_scale=[0.8, 1.0]")[2] != run_id
+
+
+def test_another_recipes_hyperparameter_keys_no_model_of_this_one(clip_run):
+    prepared, records, _ = clip_identity(clip_run.cache)
+    other, _, _ = clip_identity(clip_run.cache, "train_by_recipe.simclr.temperature=0.2")
+    own, _, _ = clip_identity(clip_run.cache, "train_by_recipe.clip.crop_scale=[0.8, 1.0]")
+    assert model_dir(other, records, "target") == model_dir(prepared, records, "target")
+    assert model_dir(own, records, "target") != model_dir(prepared, records, "target")
 
 
 def to_earlier_layout(prepared, records, role: str, split: str, data_key: str) -> Path:
