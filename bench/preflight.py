@@ -93,16 +93,17 @@ def check_training_sets(records: RecordSet, batch_size: int) -> tuple[RecordSet,
     return a, b
 
 
-def check_recipe(recipe: str, cfg, plan, splits: tuple[RecordSet, RecordSet]) -> list[str]:
+def check_recipe(recipe: str, cfg, recipe_cfg, plan, splits: tuple[RecordSet, RecordSet]) -> list[str]:
     """Returns the recipe's embedding layers, after building it (without memory) for A and B and resolving
     the plan's measured layer; raises what the recipe would raise at the start of training."""
     with torch.device("meta"):  # the network's shape without its weights: seconds even at paper sizes
-        modules = [build_recipe(recipe, cfg, rs, plan.crop_scale) for rs in splits]
-    try:  # the recipe's views read train.view_kwargs, which no type check can vet
+        modules = [build_recipe(recipe, cfg, recipe_cfg, rs, plan.crop_scale) for rs in splits]
+    try:  # the views read the recipe's view_kwargs, which no type check can vet
         modules[0].train_transform()
     except (TypeError, ValueError) as err:
-        raise ValueError(f"train.view_kwargs={dict(cfg.view_kwargs)} do not fit recipe {recipe!r}'s training "
-                         f"views: {err}") from None
+        where = (f"train_by_recipe.{recipe}.view_kwargs={dict(recipe_cfg.view_kwargs)}"
+                 if hasattr(recipe_cfg, "view_kwargs") else f"train_by_recipe.{recipe}")
+        raise ValueError(f"{where} do not fit recipe {recipe!r}'s training views: {err}") from None
     if plan.modality == "image-text":
         for rs in splits:
             for r in rs:

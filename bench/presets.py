@@ -1,11 +1,13 @@
 """Presets: named JSON configs (bench/presets/*.json) of the data, training and measurement knobs.
 
-    >>> p = load_preset("smoke", ["train.epochs=3", "train.projector.vicreg=[32,32,32]"])
-    >>> p.train.epochs, p.train.projector["vicreg"]
+    >>> p = load_preset("smoke", ["train.epochs=3", "train_by_recipe.vicreg.projector=[32,32,32]"])
+    >>> p.train_config("vicreg").epochs, p.recipe_config("vicreg").projector
     (3, (32, 32, 32))
 
 Overrides are `section.field=value` (or `section.field.key=value` inside a dict field) and are read
-as the field's type; a name that is not a field is an error that lists the valid ones. The measure
+as the field's type; a name that is not a field is an error that lists the valid ones. `train` holds
+what every recipe shares (bench.recipes.config.TrainConfig); `train_by_recipe.<recipe>` overrides those
+for one recipe and sets the recipe's own hyperparameters (its `Config`) beside them. The measure
 section is nested by owner (dejavu.measure_config): `measure.<group or test>.<field>=value`, e.g.
 `measure.image-two-model.k=50`, and `measure_by_recipe.<recipe>.<group or test>.<field>=value`.
 """
@@ -18,8 +20,9 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from bench.recipes import get_recipe, make_plan
-from bench.recipes.config import TrainConfig
+from bench.recipes import get_recipe
+from bench.recipes.config import RecipeConfig, TrainConfig
+from bench.recipes.legacy import new_places
 from bench.rules import at_least, check_fields, int_within, rule
 from dejavu.config import ConfigError
 from dejavu.config import checked as _checked
@@ -33,7 +36,6 @@ from dejavu.data.scenes import ScenesConfig, scenes_config
 from dejavu.data.validate import DEFAULT_MAX_PIXELS
 from dejavu.measure import MeasureConfig
 from dejavu.records import MAX_REPEAT
-from mitigations.base import TrainingPlan
 
 PRESET_DIR = Path(__file__).with_name("presets")
 
@@ -89,9 +91,13 @@ class Preset:
         return replace(self.data, **self.data_by_recipe.get(recipe, {}))
 
     def train_config(self, recipe: str) -> TrainConfig:
-        """Returns the training config of `recipe`: `train` with the recipe's own overrides applied."""
+        """Returns the shared training config of `recipe`: `train` with the recipe's own overrides applied."""
         get_recipe(recipe)
-        return replace(self.train, **self.train_by_recipe.get(recipe, {}))
+        return replace(self.train, **_split(self.train_by_recipe.get(recipe, {}))[0])
+
+    def recipe_config(self, recipe: str) -> RecipeConfig:
+        """Returns the recipe's own hyperparameters: its Config's defaults with `train_by_recipe.<recipe>` applied."""
+        return get_recipe(recipe).Config(**_split(self.train_by_recipe.get(recipe, {}))[1])
 
     def measure_section(self, recipe: str) -> MeasureConfig:
         """Returns the measurement settings of `recipe`: `measure` with the recipe's own overrides merged in."""
@@ -101,23 +107,21 @@ class Preset:
 
     def resolved(self, recipe: str) -> dict:
         """Returns the sections `recipe` runs with, overrides applied, as JSON-safe data."""
-        return _json_safe({"data": asdict(self.data_section(recipe)), "train": self.train_config(recipe).as_dict(),
+        train = _train_dict(self.train_config(recipe), self.recipe_config(recipe))
+        return _json_safe({"data": asdict(self.data_section(recipe)), "train": train,
                            "measure": self.measure_section(recipe).as_dict()})
 
     def resolved_changes(self, recipe: str) -> dict:
         """Returns the fields of `resolved(recipe)` that differ from their section's defaults.
 
         What a run id hashes: a knob added later with a default that keeps today's behaviour
-        leaves every earlier run's id as it was.
+        leaves every earlier run's id as it was. A recipe's own fields are compared with its Config's defaults.
         """
-        defaults = _json_safe({"data": asdict(DataSection()), "train": TrainConfig().as_dict()})
+        train = _train_dict(TrainConfig(), get_recipe(recipe).Config())
+        defaults = _json_safe({"data": asdict(DataSection()), "train": train})
         changes = {section: {k: v for k, v in values.items() if defaults[section].get(k, _MISSING) != v}
                    for section, values in self.resolved(recipe).items() if section in defaults}
         return {**changes, "measure": self.measure_section(recipe).changes()}  # nested per group and test
-
-    def plan(self, recipe: str) -> TrainingPlan:
-        """Returns the unmitigated training plan of `recipe` under this preset."""
-        return make_plan(recipe, self.train_config(recipe))
 
     def to_dict(self) -> dict:
         """Returns the preset as JSON-safe data (for result rows and run records)."""
@@ -125,6 +129,17 @@ class Preset:
 
 
 _MISSING = object()
+
+
+def _split(overrides: dict) -> tuple[dict, dict]:
+    """Returns a `train_by_recipe` block as (the shared TrainConfig fields it sets, the recipe's own)."""
+    shared = {k: v for k, v in overrides.items() if k in TrainConfig.__dataclass_fields__}
+    return shared, {k: v for k, v in overrides.items() if k not in shared}
+
+
+def _train_dict(train: TrainConfig, own: RecipeConfig) -> dict:
+    """Returns the shared and the recipe's own fields side by side, as `train_by_recipe.<recipe>` sets them."""
+    return {**train.as_dict(), **own.as_dict()}
 
 
 def _json_safe(data: dict) -> dict:
@@ -159,20 +174,43 @@ def _check_scenes_params(params: dict, where: str, scenes: str | None = None) ->
     return params
 
 
+def _owners(where: str, recipe: str) -> dict[str, type]:
+    """Returns {field: the dataclass that declares it} for what `<where>.<recipe>` may set.
+
+    `train_by_recipe` sets the shared TrainConfig's fields and the recipe's own Config's side by side.
+    """
+    try:
+        recipe_cls = get_recipe(recipe)
+    except ValueError as err:
+        raise PresetError(f"{where}: {err}") from None
+    classes = (_BY_RECIPE[where], recipe_cls.Config) if where == "train_by_recipe" else (_BY_RECIPE[where],)
+    owners = {}
+    for cls in classes:
+        for f in fields(cls):
+            if f.name in owners:  # a recipe's field would shadow a shared one: refuse it where it is declared
+                raise PresetError(f"recipe {recipe!r}'s Config declares {f.name!r}, a field of the shared "
+                                  f"{owners[f.name].__name__}; rename it")
+            owners[f.name] = cls
+    return owners
+
+
 def _check_recipe_overrides(by_recipe: dict, where: str) -> dict:
-    hints = _hints(_BY_RECIPE[where])
     out = {}
     for recipe, overrides in by_recipe.items():
-        try:
-            get_recipe(recipe)
-        except ValueError as err:
-            raise PresetError(f"{where}: {err}") from None
-        unknown = sorted(set(overrides) - set(hints))
+        owners = _owners(where, recipe)
+        unknown = sorted(set(overrides) - set(owners))
         if unknown:
-            raise PresetError(f"unknown field {where}.{recipe}.{unknown[0]}; valid fields: {', '.join(hints)}")
-        cls = _BY_RECIPE[where]
-        out[recipe] = {k: _read_field(cls, k, v, f"{where}.{recipe}.{k}") for k, v in overrides.items()}
+            raise PresetError(f"unknown field {where}.{recipe}.{unknown[0]}; valid fields: {', '.join(owners)}")
+        out[recipe] = {k: _read_field(owners[k], k, v, f"{where}.{recipe}.{k}") for k, v in overrides.items()}
     return out
+
+
+def _check_not_moved(where: str, name: str) -> None:
+    """Raises a PresetError that says where a field of the flat train section of earlier releases went."""
+    places = new_places(name) if where == "train" and name not in TrainConfig.__dataclass_fields__ else []
+    if places:
+        raise PresetError(f"train.{name} is no longer shared: each recipe owns it; set it per recipe, as "
+                          + ", ".join(f"train_by_recipe.{recipe}.{own}" for recipe, own in places))
 
 
 def preset_from_dict(name: str, data: dict) -> Preset:
@@ -180,6 +218,9 @@ def preset_from_dict(name: str, data: dict) -> Preset:
     unknown = sorted(set(data) - set(_TOP_LEVEL))
     if unknown:
         raise PresetError(f"unknown section {unknown[0]!r} in preset {name!r}; valid: {', '.join(_TOP_LEVEL)}")
+    train = data.get("train", {})
+    for field_name in train if isinstance(train, dict) else ():  # a non-object is _section_from's to refuse
+        _check_not_moved("train", field_name)
     sections = {key: _section_from(cls, data.get(key, {}), key) for key, cls in _SECTIONS.items()}
     data_section = sections["data"]
     sections["data"] = replace(data_section, params=_check_scenes_params(data_section.params, "data.params",
@@ -243,7 +284,8 @@ def apply_override(preset: Preset, override: str) -> Preset:
         return _apply_measure_override(preset, parts, text, path)
     if section in _BY_RECIPE and len(parts) == 3:
         current = getattr(preset, section)
-        value = _parse(text, _hints(_BY_RECIPE[section]).get(parts[2], Any), path)
+        owner = _owners(section, parts[1]).get(parts[2], _BY_RECIPE[section])
+        value = _parse(text, _hints(owner).get(parts[2], Any), path)
         merged = {**current, parts[1]: {**current.get(parts[1], {}), parts[2]: value}}
         return replace(preset, **{section: _check_recipe_overrides(merged, section)})
     if section not in _SECTIONS or len(parts) not in (2, 3):
@@ -252,6 +294,7 @@ def apply_override(preset: Preset, override: str) -> Preset:
     current = getattr(preset, section)
     cls, name = _SECTIONS[section], parts[1]
     valid = [f.name for f in fields(cls)]
+    _check_not_moved(section, name)
     if name not in valid:
         raise PresetError(f"unknown field {section}.{name}; valid fields: {', '.join(valid)}")
     hint = _hints(cls)[name]

@@ -28,7 +28,7 @@ from bench.preflight import (
     check_writable_folder,
 )
 from bench.presets import DataSection, Preset, load_preset
-from bench.recipes import get_recipe
+from bench.recipes import RecipeConfig, TrainConfig, get_recipe, legacy
 from bench.recipes.train import TrainedModel, adopt_training_dir, expanded_length, train_model
 from bench.record import record_run
 from bench.report_page import run_settings
@@ -75,9 +75,14 @@ class PreparedRun:
     mitigations: list = field(default_factory=list)
 
     @property
-    def train(self):
-        """Returns the recipe's training config under this preset."""
+    def train(self) -> TrainConfig:
+        """Returns the recipe's shared training config under this preset."""
         return self.preset.train_config(self.spec.recipe)
+
+    @property
+    def recipe_cfg(self) -> RecipeConfig:
+        """Returns the recipe's own hyperparameters under this preset (before mitigations)."""
+        return self.preset.recipe_config(self.spec.recipe)
 
     def run_id(self, dataset_fingerprint: str) -> str:
         """Returns a stable id for what shapes the run's numbers: recipe, mitigations, data content, settings, seed.
@@ -95,6 +100,12 @@ class PreparedRun:
         return hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
+def training_plan(recipe: str, train: TrainConfig, recipe_cfg: RecipeConfig) -> TrainingPlan:
+    """Returns the unmitigated training plan of `recipe`: the shared config's epochs, the recipe's crop scale."""
+    return TrainingPlan(recipe=recipe, modality=get_recipe(recipe).modality, max_epochs=train.epochs,
+                        crop_scale=tuple(recipe_cfg.crop_scale))
+
+
 def prepare(spec: RunSpec) -> PreparedRun:
     """Returns the validated run; raises a clear error for any bad request before training."""
     get_recipe(spec.recipe)
@@ -103,7 +114,8 @@ def prepare(spec: RunSpec) -> PreparedRun:
     check_writable_folder(spec.cache, "--cache")
     preset = load_preset(spec.preset, list(spec.overrides))
     mitigations = parse_mitigations(list(spec.mitigations))
-    plan = apply_mitigations(preset.plan(spec.recipe), mitigations)
+    unmitigated = training_plan(spec.recipe, preset.train_config(spec.recipe), preset.recipe_config(spec.recipe))
+    plan = apply_mitigations(unmitigated, mitigations)
     check_schedule(preset.train_config(spec.recipe), plan)
     check_devices(preset.train_config(spec.recipe))
     name, strength = describe(mitigations)
@@ -137,7 +149,7 @@ def check_records(prepared: PreparedRun, records: RecordSet) -> None:
     spec, preset = prepared.spec, prepared.preset
     check_images(records, max_pixels=preset.data_section(spec.recipe).max_pixels, cache_dir=spec.cache / "checked")
     splits = check_training_sets(records, prepared.train.batch_size)
-    check_recipe(spec.recipe, prepared.train, prepared.plan, splits)
+    check_recipe(spec.recipe, prepared.train, prepared.recipe_cfg, prepared.plan, splits)
     check_measurable(records, measure_config(prepared), captions=prepared.plan.modality == "image-text")
 
 
@@ -146,28 +158,45 @@ def measure_config(prepared: PreparedRun) -> MeasureConfig:
     return prepared.preset.measure_section(prepared.spec.recipe)
 
 
-def model_dir(prepared: PreparedRun, records: RecordSet, role: str, *, data_key: str | None = None) -> Path:
+def model_dir(prepared: PreparedRun, records: RecordSet, role: str, *, data_key: str | None = None,
+              train_key: dict | None = None) -> Path:
     """Returns the cache folder of the model `role` (target or reference) for this training setup.
 
-    `data_key` replaces the records' fingerprint, to find the folder an earlier release keyed otherwise.
+    The key holds the plan, the shared config and the recipe's own one (not other recipes'), the data
+    and the seed. `data_key` and `train_key` replace the records' fingerprint and the configs, to find
+    the folder an earlier release keyed otherwise.
     """
-    key = json.dumps({"plan": prepared.plan.training_key(), "train": prepared.train.as_dict(),
-                      "data": data_key or records.fingerprint(), "seed": prepared.spec.seed},
-                     sort_keys=True, default=str)
+    configs = train_key or {"train": prepared.train.as_dict(), "recipe": prepared.recipe_cfg.as_dict()}
+    key = json.dumps({"plan": prepared.plan.training_key(), **configs, "data": data_key or records.fingerprint(),
+                      "seed": prepared.spec.seed}, sort_keys=True, default=str)
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     return prepared.spec.cache / "models" / f"{prepared.spec.recipe}-{digest}" / role
+
+
+def earlier_model_dirs(prepared: PreparedRun, records: RecordSet, role: str) -> list[Path]:
+    """Returns the folders earlier releases cached this model in, newest layout first.
+
+    Those keyed it by the flat config of every recipe (bench.recipes.legacy), by the data's content and,
+    before that, by its image paths.
+    """
+    recipe = get_recipe(prepared.spec.recipe)
+    flat = legacy.flat_config(recipe, prepared.train, prepared.preset.recipe_config)
+    if flat is None:
+        return []
+    return [model_dir(prepared, records, role, data_key=data, train_key={"train": flat})
+            for data in (records.fingerprint(), records.path_fingerprint())]
 
 
 def train_pair(prepared: PreparedRun, records: RecordSet) -> tuple[TrainedModel, TrainedModel]:
     """Returns the target trained on A and the reference trained on B for as many steps."""
     a, b = training_records(records, "A"), training_records(records, "B")
-    cfg, seed, plan = prepared.train, prepared.spec.seed, prepared.plan
-    for role, trained_on in (("target", a), ("reference", b)):  # models cached before content digests
-        adopt_training_dir(model_dir(prepared, records, role, data_key=records.path_fingerprint()),
-                           model_dir(prepared, records, role), trained_on)
-    target = train_model(plan, a, cfg, model_dir(prepared, records, "target"), seed,
+    cfg, recipe_cfg, seed, plan = prepared.train, prepared.recipe_cfg, prepared.spec.seed, prepared.plan
+    for role, trained_on in (("target", a), ("reference", b)):  # models cached by earlier releases
+        for earlier in earlier_model_dirs(prepared, records, role):
+            adopt_training_dir(earlier, model_dir(prepared, records, role), trained_on)
+    target = train_model(plan, a, cfg, recipe_cfg, model_dir(prepared, records, "target"), seed,
                          progress=prepared.spec.progress)
-    reference = train_model(plan, b, cfg, model_dir(prepared, records, "reference"), seed,
+    reference = train_model(plan, b, cfg, recipe_cfg, model_dir(prepared, records, "reference"), seed,
                             epoch_length=expanded_length(a), progress=prepared.spec.progress)
     return target, reference
 

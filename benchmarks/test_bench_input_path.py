@@ -35,6 +35,10 @@ BATCH = 128
 TIMES: dict[str, dict[str, float]] = {}
 
 
+#: SimCLR's own hyperparameters in the default preset (its projector, its 32 px views)
+SIMCLR_OWN = load_preset("default").recipe_config("simclr").as_dict()
+
+
 @pytest.fixture(scope="module")
 def records():
     preset = load_preset("default")
@@ -80,7 +84,7 @@ def test_train_step_bare_loop(benchmark, records, train_config):
     """Manual PyTorch loop: the same views from the same decoded tensors, forward, backward, AdamW."""
     a = training_records(records, "A")
     pixels = torch.from_numpy(decoded_pixels(a, progress=False))
-    module = SimCLR(cfg=train_config.as_dict(), crop_scale=train_config.crop_scale)
+    module = SimCLR(cfg=train_config.as_dict(), recipe_cfg=SIMCLR_OWN)
     views = batched_views(module.train_transform())
     optimizer = torch.optim.AdamW(module.parameters(), lr=train_config.lr)
     order = torch.as_tensor(expand_by_repeat(a))
@@ -106,7 +110,7 @@ def test_train_step_lightning(benchmark, records, train_config, batched):
     cfg = replace(train_config, batched_views=batched)
 
     def fit():
-        module = SimCLR(cfg=cfg.as_dict(), crop_scale=cfg.crop_scale)
+        module = SimCLR(cfg=cfg.as_dict(), recipe_cfg=SIMCLR_OWN)
         dataset = module.training_set(a, expand_by_repeat(a), seed=0)
         assert isinstance(dataset, PixelTrainingSet if batched else ImageTrainingSet)
         _fit(module, dataset, cfg, STEPS)
@@ -122,7 +126,7 @@ def public(records):
 
 @pytest.fixture(scope="module")
 def encoder(train_config):
-    module = SimCLR(cfg=train_config.as_dict(), crop_scale=train_config.crop_scale).eval()
+    module = SimCLR(cfg=train_config.as_dict(), recipe_cfg=SIMCLR_OWN).eval()
     return module.encoder("projector")
 
 

@@ -143,6 +143,7 @@ def test_4_splits_that_leave_public_empty_fail_before_training(tmp_path, capsys)
     ("train.epochs=0", "train.epochs must be an integer >= 1, got 0"),  # case 6: was 274 rows of untrained models
     ("measure.vlm-two-model.k=0", "measure.vlm-two-model.k must be an integer >= 1"),
     ("train_by_recipe.simclr.lr=-1", "train_by_recipe.simclr.lr must be a finite number > 0"),
+    ("train_by_recipe.clip.crop_scale=[0,1]", "train_by_recipe.clip.crop_scale must be [lo, hi] with 0 < lo"),
     ("data.max_pixels=0", "data.max_pixels must be an integer in [1, 89478485]"),
 ])
 def test_4_a_field_out_of_range_fails_as_it_is_parsed(tmp_path, capsys, override, message):
@@ -277,8 +278,8 @@ def test_4_a_warmup_longer_than_the_training_fails_before_the_data(tmp_path, cap
 
 def test_4_view_settings_the_recipe_does_not_know_fail_before_training(scenes_cache, tmp_path, capsys):
     line = fails(capsys, scenes_cache, tmp_path / "out", "run", "--recipe", "simclr",
-                 "--set", "train.view_kwargs.sharpness=0.5")
-    assert_names(line, "train.view_kwargs={'sharpness': 0.5} do not fit recipe 'simclr'")
+                 "--set", 'train_by_recipe.simclr.view_kwargs={"sharpness": 0.5}')
+    assert_names(line, "train_by_recipe.simclr.view_kwargs={'sharpness': 0.5} do not fit recipe 'simclr'")
 
 
 @pytest.mark.parametrize("command", [["data", "scenes", "--preset", "smoke"], ["plot"]])

@@ -31,7 +31,7 @@ from dejavu.splits import training_records
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
-COMMON = ("train.accelerator=cpu", "train.clip_crop_scale=[1.0,1.0]",
+COMMON = ("train.accelerator=cpu", "train_by_recipe.clip.crop_scale=[1.0,1.0]",
           # the caption one-model test loads a sentence encoder, which DDP does not touch
           'measure.tests=["image-two-model","image-one-model-nb","vlm-two-model","utility"]')
 #: the models' updates from their common initialization may differ by this fraction (float sums in another order)
@@ -64,7 +64,8 @@ def initial_state(cache: Path) -> dict:
     prepared = prepare(RunSpec(recipe="clip", preset="smoke", cache=cache, overrides=overrides(1, 16)))
     records = load_records(prepared)
     L.seed_everything(0, workers=True)
-    return build_recipe("clip", prepared.train, training_records(records, "A"), prepared.plan.crop_scale).state_dict()
+    return build_recipe("clip", prepared.train, prepared.recipe_cfg, training_records(records, "A"),
+                        prepared.plan.crop_scale).state_dict()
 
 
 def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path):

@@ -21,6 +21,7 @@ from bench.preflight import check_recipe, check_schedule
 from bench.presets import load_preset
 from bench.recipes import RECIPES
 from bench.recipes.train import DONE, train_model
+from bench.run import training_plan
 from dejavu.measure import MeasureConfig
 from dejavu.records import Box, Record, RecordSet
 
@@ -55,15 +56,16 @@ def tiny(recipe: str) -> list[str]:
 @pytest.mark.parametrize("recipe", sorted(RECIPES))
 def test_every_recipe_takes_a_step_under_the_paper_preset(recipe, records, tmp_path):
     preset = load_preset("paper", tiny(recipe))
-    cfg, plan = preset.train_config(recipe), preset.plan(recipe)
+    cfg, own = preset.train_config(recipe), preset.recipe_config(recipe)
+    plan = training_plan(recipe, cfg, own)
     assert cfg.precision == "bf16-mixed" and cfg.num_workers == 8  # the preset's own, not the smoke ones
     assert plan.max_epochs == 1
     check_schedule(cfg, plan)
-    check_recipe(recipe, cfg, plan, (records, records))
+    check_recipe(recipe, cfg, own, plan, (records, records))
     settings = preset.measure_section(recipe).as_dict()
     assert MeasureConfig.from_dict(settings).as_dict() == settings
 
-    model = train_model(plan, records, cfg, tmp_path, seed=0, progress=False)
+    model = train_model(plan, records, cfg, own, tmp_path, seed=0, progress=False)
     assert json.loads((tmp_path / DONE).read_text())["global_step"] == 1
     losses = pd.concat(pd.read_csv(f) for f in tmp_path.glob("logs/*/metrics.csv"))["train_loss"].dropna()
     assert len(losses) == 1 and math.isfinite(losses.iloc[0])

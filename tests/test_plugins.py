@@ -10,7 +10,9 @@ import pytest
 
 import dejavu.plugins
 from bench.cli import main
+from bench.presets import PresetError, load_preset
 from bench.recipes import available_recipes, get_recipe
+from bench.recipes.train import load_trained
 from bench.store import ResultsStore
 from dejavu.data import available_readers, check_spec, load_dataset
 from dejavu.data.manifest import read_manifest
@@ -58,6 +60,7 @@ def test_without_the_plugin_its_names_are_unknown(monkeypatch):
 def test_the_plugin_recipe_trains_and_the_plugin_test_measures_it(installed, tiny_scenes, tmp_path):
     code = main(["run", "--preset", "smoke", "--recipe", "dcl", "--out", str(tmp_path / "out"),
                  "--cache", str(tmp_path / "cache"), "--no-progress", "--set", "train.epochs=1",
+                 "--set", "train_by_recipe.dcl.projector=[64,32]", "--set", "train_by_recipe.dcl.sigma=0.5",
                  "--set", 'measure.tests=["image-two-model", "repeat-count"]',
                  "--set", "measure.repeat-count.min_repeat=2"])
     assert code == 0
@@ -65,6 +68,21 @@ def test_the_plugin_recipe_trains_and_the_plugin_test_measures_it(installed, tin
     assert set(table.recipe) == {"dcl"} and set(table.test) == {"image-two-model", "repeat-count"}
     count = table[table.test == "repeat-count"]
     assert count.metric.tolist() == ["records_repeated>=2"] and count.n.tolist() == [4]  # smoke's 4 canaries
+    (checkpoint,) = (tmp_path / "cache" / "models").glob("dcl-*/target/last.ckpt")
+    module = load_trained(checkpoint).module  # its own hyperparameters trained it, and came back with it
+    assert (module.recipe_cfg.sigma, module.recipe_cfg.projector, type(module.criterion).__name__) == (
+        0.5, (64, 32), "DCLWLoss")
+
+
+def test_the_plugin_recipe_owns_its_hyperparameters(installed):
+    preset = load_preset("smoke", ["train_by_recipe.dcl.temperature=0.2"])
+    own = preset.recipe_config("dcl")
+    assert (own.temperature, own.sigma, own.projector) == (0.2, None, (2048, 128))  # SimCLR's, and one of its own
+    assert preset.recipe_config("simclr").temperature == 0.1  # SimCLR's own is another recipe's
+    with pytest.raises(PresetError, match="unknown field train_by_recipe.dcl.tau; valid fields: .*temperature, sigma"):
+        load_preset("smoke", ["train_by_recipe.dcl.tau=1"])
+    with pytest.raises(PresetError, match="train_by_recipe.dcl.sigma must be a finite number > 0"):
+        load_preset("smoke", ["train_by_recipe.dcl.sigma=0"])
 
 
 def write_csv(path: Path, rows: list[dict]) -> Path:

@@ -11,6 +11,7 @@ from bench.recipes import RECIPES
 from bench.recipes.config import TrainConfig
 from dejavu.attacks.one_model import NaiveBayesConfig
 from dejavu.attacks.vlm import VLMTestConfig
+from bench.run import training_plan
 from dejavu.data.scenes import PRESETS as SCENES_PRESETS
 from dejavu.measurements import available_tests
 from dejavu.results import TESTS
@@ -22,39 +23,97 @@ def test_the_three_presets_ship_and_load_for_every_recipe():
         preset = load_preset(name)
         assert preset.name == name and preset.data.scenes in SCENES_PRESETS
         for recipe in RECIPES:
-            plan = preset.plan(recipe)
-            cfg = preset.train_config(recipe)
-            assert plan.max_epochs == cfg.epochs
+            cfg, own = preset.train_config(recipe), preset.recipe_config(recipe)
+            plan = training_plan(recipe, cfg, own)
+            assert plan.max_epochs == cfg.epochs and plan.crop_scale == own.crop_scale
             assert plan.modality == ("image-text" if recipe == "clip" else "image")
+            assert isinstance(own, RECIPES[recipe].Config)
             if recipe != "clip":
-                assert len(cfg.projector_dims(recipe)) >= 2
+                assert len(own.projector) >= 2
 
 
 def test_paper_preset_has_the_published_sizes():
     paper = load_preset("paper")
     assert paper.train.backbone == "resnet50" and paper.train.epochs == 1000
-    assert paper.train.projector["vicreg"] == (8192, 8192, 8192)
-    assert paper.train.projector["simclr"] == (2048, 128)
-    assert paper.train.projector["byol"] == (4096, 256)
-    assert paper.train_config("clip").clip_model == "ViT-B-32"
+    assert paper.recipe_config("vicreg").projector == (8192, 8192, 8192)
+    assert paper.recipe_config("simclr").projector == (2048, 128)
+    assert paper.recipe_config("byol").projector == (4096, 256)
+    assert paper.recipe_config("supervised").projector == (2048, 128)
+    assert {paper.recipe_config(r).crop_scale for r in RECIPES if r != "clip"} == {(0.08, 1.0)}
+    assert paper.recipe_config("clip").model == "ViT-B-32" and paper.recipe_config("clip").crop_scale == (0.9, 1.0)
     assert paper.train_config("clip").optimizer == "adamw" and paper.train_config("vicreg").optimizer == "lars"
 
 
+def test_default_preset_sets_each_recipes_own_design():
+    default = load_preset("default")
+    assert [default.recipe_config(r).projector for r in ("vicreg", "simclr", "barlowtwins", "byol", "supervised")] == [
+        (512, 512, 512), (512, 128), (512, 512, 512), (512, 128), (256, 128)]
+    assert default.recipe_config("simclr").view_kwargs == {"cj_strength": 0.5, "gaussian_blur": 0.0}
+    assert default.recipe_config("simclr").temperature == 0.1 and default.recipe_config("clip").model == "tiny"
+    assert default.train_config("vicreg").epochs == 250 and default.train_config("clip").epochs == default.train.epochs
+
+
 def test_overrides_are_read_as_the_field_type():
-    p = load_preset("smoke", ["train.epochs=5", "train.lr=0.5", "train.crop_scale=[0.05, 1]",
+    p = load_preset("smoke", ["train.epochs=5", "train.lr=0.5", "train_by_recipe.vicreg.crop_scale=[0.05, 1]",
                               "train.devices=auto", "train.limit_train_batches=0.25",
-                              "train.projector.vicreg=[16,16,8]", "measure.image-two-model.metric=cosine",
+                              "train_by_recipe.vicreg.projector=[16,16,8]", "measure.image-two-model.metric=cosine",
                               "measure.crops.threshold_fraction=0.3", "data.params.n_classes=6", "data.per_class=7",
-                              "train_by_recipe.clip.epochs=2"])
+                              "train_by_recipe.clip.epochs=2", "train_by_recipe.simclr.temperature=0.2"])
     assert p.train.epochs == 5 and isinstance(p.train.epochs, int)
-    assert p.train.lr == 0.5 and p.train.crop_scale == (0.05, 1.0)
+    assert p.train.lr == 0.5 and p.recipe_config("vicreg").crop_scale == (0.05, 1.0)
     assert p.train.devices == "auto" and p.train.limit_train_batches == 0.25
-    assert p.train.projector["vicreg"] == (16, 16, 8)
-    assert p.train.projector["simclr"] == load_preset("smoke").train.projector["simclr"]  # others untouched
+    assert p.recipe_config("vicreg").projector == (16, 16, 8)
+    assert p.recipe_config("simclr").projector == load_preset("smoke").recipe_config("simclr").projector  # untouched
+    assert p.recipe_config("simclr").temperature == 0.2 and isinstance(p.recipe_config("simclr").temperature, float)
     assert p.measure.section("image-two-model").metric == "cosine" and p.measure.crops.threshold_fraction == 0.3
     assert p.data.params == {"n_classes": 6} and p.data.per_class == 7
     assert p.train_config("clip").epochs == 2 and p.train_config("vicreg").epochs == 5
-    assert p.plan("clip").max_epochs == 2
+
+
+def test_train_by_recipe_sets_shared_and_own_fields_side_by_side(tmp_path):
+    path = tmp_path / "mine.json"
+    path.write_text(json.dumps({"train": {"epochs": 3}, "train_by_recipe": {
+        "simclr": {"epochs": 150, "projector": [512, 128], "view_kwargs": {"cj_strength": 0.5}}}}))
+    p = load_preset(path)
+    assert p.train_config("simclr") == TrainConfig(epochs=150)
+    assert p.recipe_config("simclr") == RECIPES["simclr"].Config(projector=(512, 128), view_kwargs={"cj_strength": 0.5})
+    assert p.train_config("vicreg").epochs == 3 and p.recipe_config("vicreg") == RECIPES["vicreg"].Config()
+    resolved = p.resolved("simclr")["train"]
+    assert resolved["epochs"] == 150 and resolved["projector"] == [512, 128] and resolved["temperature"] == 0.1
+
+
+def test_resolved_changes_compare_own_fields_with_the_recipes_defaults():
+    p = load_preset("smoke", ["train_by_recipe.simclr.temperature=0.2", "train_by_recipe.vicreg.invariance=25"])
+    simclr, vicreg = p.resolved_changes("simclr")["train"], p.resolved_changes("vicreg")["train"]
+    assert simclr["temperature"] == 0.2 and simclr["projector"] == [64, 32] and "crop_scale" not in simclr
+    assert "invariance" not in vicreg and "temperature" not in vicreg  # at its default; another recipe's field
+    assert "crop_scale" not in p.resolved_changes("clip")["train"]  # CLIP's own (0.9, 1.0) is its default
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train_by_recipe.simclr.tau=0.2", "unknown field train_by_recipe.simclr.tau; valid fields: backbone, "),
+    ("train_by_recipe.simclr.tau=0.2", "log_every_n_steps, crop_scale, projector, view_kwargs, temperature"),
+    ("train_by_recipe.vicreg.temperature=0.2", "unknown field train_by_recipe.vicreg.temperature"),
+    ("train_by_recipe.simclr.temperature=0", "train_by_recipe.simclr.temperature must be a finite number > 0"),
+    ("train_by_recipe.simclr.projector=[0]", "train_by_recipe.simclr.projector must be a non-empty list"),
+    ("train_by_recipe.clip.model=nope", "train_by_recipe.clip.model must be 'tiny' or an open_clip architecture"),
+    ("train_by_recipe.byol.momentum=[0.9]", "expected 2 values"),
+    ("train.temperature=0.2", "train.temperature is no longer shared: each recipe owns it; set it per recipe, "
+                              "as train_by_recipe.simclr.temperature"),
+    ("train.projector.vicreg=[8,8]", "as train_by_recipe.vicreg.projector, train_by_recipe.simclr.projector"),
+    ("train.clip_crop_scale=[1,1]", "as train_by_recipe.clip.crop_scale"),
+])
+def test_bad_train_by_recipe_fields_name_the_recipe_and_the_valid_ones(override, message):
+    with pytest.raises(PresetError, match=message.replace("[", r"\[").replace("(", r"\(")):
+        apply_override(load_preset("smoke"), override)
+
+
+def test_a_preset_file_of_the_flat_train_section_says_where_its_fields_went(tmp_path):
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"train": {"epochs": 2, "vicreg_invariance": 10.0}}))
+    with pytest.raises(PresetError, match=r"train.vicreg_invariance is no longer shared.*"
+                                          r"train_by_recipe.vicreg.invariance \(in preset file"):
+        load_preset(old)
 
 
 def test_measure_by_recipe_overrides_one_recipes_measurement_only():
@@ -112,20 +171,22 @@ def test_view_kwargs_reach_lightlys_view_transform():
     from bench.recipes import build_recipe
     from bench.recipes.views import GaussianBlur, batched_views
 
-    p = load_preset("smoke", ['train.view_kwargs={"cj_strength": 0.5, "gaussian_blur": 0.0}'])
-    module = build_recipe("simclr", p.train_config("simclr"), [], (0.2, 1.0))
+    p = load_preset("smoke", ['train_by_recipe.simclr.view_kwargs={"cj_strength": 0.5, "gaussian_blur": 0.0}'])
+    module = build_recipe("simclr", p.train_config("simclr"), p.recipe_config("simclr"), [], (0.2, 1.0))
     jitter = module.train_transform().transforms[0].transform.transforms[4].transforms[0]
     assert jitter.brightness == pytest.approx((0.6, 1.4))  # lightly's 0.8 at half strength
     assert not any(isinstance(op, GaussianBlur) for view in batched_views(module.train_transform())
                    for op in view.ops)
     assert TrainConfig.from_dict(p.train.as_dict()) == p.train
+    own = p.recipe_config("simclr")
+    assert type(own).from_dict(own.as_dict()) == own
 
 
 @pytest.mark.parametrize("override, message", [
     ("train.epoch=5", "valid fields: backbone, image_size, epochs"),
     ("train.epochs=five", "'five' is not of type int"),
     ("train.epochs=1.5", "is not of type int"),
-    ("train.crop_scale=[0.1]", "expected 2 values"),
+    ("train_by_recipe.simclr.crop_scale=[0.1]", "expected 2 values"),
     ("measure.image-two-model.metric=manhattan", "one of 'l2', 'cosine'"),
     ("measure.stats.n_bootstrap=50", "measure.stats.n_bootstrap must be an integer >= 200"),
     ("measure.tests=[\"image-magic\"]", "unknown test 'image-magic'"),
@@ -171,7 +232,7 @@ def test_a_preset_file_path_loads_and_unknown_json_fields_fail(tmp_path):
 
 def test_to_dict_round_trips_through_json():
     p = load_preset("paper")
-    assert json.loads(json.dumps(p.to_dict()))["train"]["projector"]["byol"] == [4096, 256]
+    assert json.loads(json.dumps(p.to_dict()))["train_by_recipe"]["clip"]["model"] == "ViT-B-32"
 
 
 def test_every_knob_of_the_measurement_is_settable_from_a_preset():

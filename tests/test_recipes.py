@@ -16,17 +16,26 @@ from PIL import Image
 from torchvision import transforms as T
 from torchvision.transforms import v2 as T2
 
-from bench.recipes import RECIPES, build_recipe, make_plan, resolve_layer
+from bench.recipes import RECIPES, build_recipe, resolve_layer
 from bench.recipes.data import EpochSampler, TrainingData, expand_by_repeat, expanded_length
 from bench.recipes.train import TrainConfig, TrainingDirError, load_trained, matched_length, train_model
 from bench.recipes.views import ResizedCrop
+from bench.run import training_plan
 from dejavu.records import Record, RecordError, RecordSet
 
 N_RECORDS = 16
 PROJECTORS = {"vicreg": (32, 32, 32), "barlowtwins": (32, 32, 24), "simclr": (32, 16), "byol": (32, 16),
               "supervised": (32, 16)}
-CFG = TrainConfig(backbone="small-cnn", image_size=32, epochs=1, batch_size=8, projector=PROJECTORS,
-                  limit_train_batches=2, accelerator="cpu", devices=1, log_every_n_steps=1)
+CFG = TrainConfig(backbone="small-cnn", image_size=32, epochs=1, batch_size=8, limit_train_batches=2,
+                  accelerator="cpu", devices=1, log_every_n_steps=1)
+#: each recipe's own config under CFG: small projectors
+OWN = {name: cls.Config(**({"projector": PROJECTORS[name]} if name in PROJECTORS else {}))
+       for name, cls in RECIPES.items()}
+
+
+def make_plan(recipe: str):
+    """Returns the unmitigated plan of `recipe` under CFG and its own config."""
+    return training_plan(recipe, CFG, OWN[recipe])
 #: (projector output width, backbone width) per recipe under CFG
 EXPECTED_DIMS = {"vicreg": (32, 128), "barlowtwins": (24, 128), "simclr": (16, 128), "byol": (16, 128),
                  "supervised": (16, 128), "clip": (64, 64)}
@@ -59,7 +68,7 @@ def _pixels(model, records: RecordSet, n: int = 4) -> torch.Tensor:
 
 @pytest.mark.parametrize("recipe", sorted(RECIPES))
 def test_every_recipe_trains_and_embeds_at_every_layer(recipe, records, tmp_path):
-    model = train_model(make_plan(recipe, CFG), records, CFG, tmp_path, seed=0, progress=False)
+    model = train_model(make_plan(recipe), records, CFG, OWN[recipe], tmp_path, seed=0, progress=False)
 
     assert model.checkpoint == tmp_path / "last.ckpt" and model.checkpoint.is_file()
     losses = pd.concat(pd.read_csv(f) for f in tmp_path.glob("logs/*/metrics.csv"))["train_loss"].dropna()
@@ -80,8 +89,70 @@ def test_every_recipe_trains_and_embeds_at_every_layer(recipe, records, tmp_path
                                model.encoder("projector").embed_images(pixels))
 
 
+#: the flat hyperparameters an earlier release stored in a simclr checkpoint trained under CFG
+LEGACY_HPARAMS = {"crop_scale": [0.2, 1.0], "cfg": {
+    "backbone": "small-cnn", "image_size": 32, "epochs": 1, "batch_size": 8, "optimizer": "adamw", "lr": 1e-3,
+    "weight_decay": 1e-4, "warmup_epochs": 0, "crop_scale": [0.2, 1.0], "clip_crop_scale": [0.9, 1.0],
+    "projector": {k: list(v) for k, v in PROJECTORS.items()}, "view_kwargs": {}, "temperature": 0.1,
+    "vicreg_invariance": 25.0, "barlow_lambda": 5e-3, "byol_momentum": [0.99, 1.0], "clip_model": "tiny",
+    "num_workers": 0, "batched_views": True, "precision": "32-true", "accelerator": "cpu", "devices": 1,
+    "limit_train_batches": 2, "log_every_n_steps": 1}}
+
+
+def test_a_checkpoint_stores_both_configs_and_one_of_an_earlier_release_still_loads(records, tmp_path):
+    model = train_model(make_plan("simclr"), records, CFG, OWN["simclr"], tmp_path / "new", seed=0, progress=False)
+    stored = torch.load(model.checkpoint, weights_only=True)
+    assert stored["hyper_parameters"] == {"cfg": CFG.as_dict(), "recipe_cfg": OWN["simclr"].as_dict()}
+
+    legacy = tmp_path / "legacy.ckpt"  # the same weights, with the flat hyperparameters of every recipe
+    torch.save({**stored, "hyper_parameters": LEGACY_HPARAMS}, legacy)
+    loaded = load_trained(legacy)
+    assert (loaded.module.cfg, loaded.module.recipe_cfg) == (CFG, OWN["simclr"])
+    pixels = _pixels(model, records)
+    torch.testing.assert_close(loaded.encoder("projector").embed_images(pixels),
+                               model.encoder("projector").embed_images(pixels), rtol=0, atol=0)
+
+
+def test_every_recipe_owns_its_published_hyperparameters():
+    published = {"vicreg": {"projector": (8192, 8192, 8192), "invariance": 25.0},
+                 "simclr": {"projector": (2048, 128), "temperature": 0.1},
+                 "barlowtwins": {"projector": (8192, 8192, 8192), "lambda_param": 5e-3},
+                 "byol": {"projector": (4096, 256), "momentum": (0.99, 1.0)},
+                 "supervised": {"projector": (512, 128)}, "clip": {"model": "tiny", "crop_scale": (0.9, 1.0)}}
+    for name, values in published.items():
+        config = RECIPES[name].Config()
+        assert {k: getattr(config, k) for k in values} == values
+        assert config.crop_scale == values.get("crop_scale", (0.2, 1.0))
+        assert not set(config.field_names()) & set(TrainConfig.__dataclass_fields__)  # nothing shadows a shared one
+
+
+@pytest.mark.parametrize("recipe, changes, message", [
+    ("simclr", {"temperature": 0}, "temperature must be a finite number > 0"),
+    ("vicreg", {"projector": ()}, "projector must be a non-empty list"),
+    ("byol", {"momentum": (1.0, 0.9)}, "momentum must be"),
+    ("clip", {"model": "no-such-arch"}, "model must be 'tiny' or an open_clip architecture"),
+    ("supervised", {"crop_scale": (0.0, 1.0)}, "crop_scale must be"),
+])
+def test_a_recipe_config_checks_its_fields(recipe, changes, message):
+    with pytest.raises(ValueError, match=message):
+        RECIPES[recipe].Config(**changes)
+
+
+def test_the_recipes_own_hyperparameters_reach_their_losses(records):
+    def built(name, **changes):
+        own = RECIPES[name].Config(**{"projector": PROJECTORS[name], **changes})
+        return build_recipe(name, CFG, own, records, (0.2, 1.0))
+
+    assert built("simclr", temperature=0.3).criterion.temperature == 0.3
+    assert built("vicreg", invariance=5.0).criterion.lambda_param == 5.0
+    assert built("barlowtwins", lambda_param=0.02).criterion.lambda_param == 0.02
+    assert built("byol", momentum=(0.9, 0.95)).recipe_cfg.momentum == (0.9, 0.95)
+    with pytest.raises(TypeError, match="recipe 'vicreg' takes a VICRegConfig, got a SimCLRConfig"):
+        build_recipe("vicreg", CFG, OWN["simclr"], records, (0.2, 1.0))
+
+
 def test_ssl_hidden_layers_are_listed_top_down(records):
-    module = build_recipe("vicreg", CFG, records, (0.2, 1.0))
+    module = build_recipe("vicreg", CFG, OWN["vicreg"], records, (0.2, 1.0))
     # VICReg head: Linear BN ReLU (2) Linear BN ReLU (5) Linear; levels below the output are 5, then 2
     assert module.embedding_layers() == ["projector", "projector.layers.5", "projector.layers.2", "backbone"]
     assert resolve_layer(module.embedding_layers(), 1) == "projector.layers.5"
@@ -113,11 +184,11 @@ class EpochSpy(L.Callback):
 def test_resume_continues_from_last_checkpoint_instead_of_restarting(records, tmp_path):
     run = tmp_path / "run"
     first, second, third, fourth = (EpochSpy(tmp_path / f"spy{i}.txt") for i in range(4))
-    plan = make_plan("simclr", CFG)
-    train_model(plan.with_changes(callbacks=(first,)), records, CFG, run, seed=0, progress=False)
+    plan = make_plan("simclr")
+    train_model(plan.with_changes(callbacks=(first,)), records, CFG, OWN["simclr"], run, seed=0, progress=False)
     longer = plan.with_changes(max_epochs=2)
-    train_model(longer.with_changes(callbacks=(second,)), records, CFG, run, seed=0, progress=False)
-    model = train_model(longer.with_changes(callbacks=(third,)), records, CFG, run, seed=0, progress=False)
+    train_model(longer.with_changes(callbacks=(second,)), records, CFG, OWN["simclr"], run, seed=0, progress=False)
+    model = train_model(longer.with_changes(callbacks=(third,)), records, CFG, OWN["simclr"], run, seed=0, progress=False)
 
     assert first.seen() == [(0, 0)]
     assert second.seen() == [(1, 1)]  # only the missing epoch ran, and the sampler knew its number
@@ -127,17 +198,17 @@ def test_resume_continues_from_last_checkpoint_instead_of_restarting(records, tm
 
     # killed after the last epoch's checkpoint but before the marker: resumes, runs nothing more
     (run / "done.json").unlink()
-    train_model(longer.with_changes(callbacks=(fourth,)), records, CFG, run, seed=0, progress=False)
+    train_model(longer.with_changes(callbacks=(fourth,)), records, CFG, OWN["simclr"], run, seed=0, progress=False)
     assert fourth.seen() == [] and json.loads((run / "done.json").read_text())["global_step"] == 4
 
 
 def test_a_directory_refuses_a_different_run(records, tmp_path):
-    plan = make_plan("simclr", CFG)
-    train_model(plan, records, CFG, tmp_path, seed=0, progress=False)
+    plan = make_plan("simclr")
+    train_model(plan, records, CFG, OWN["simclr"], tmp_path, seed=0, progress=False)
     with pytest.raises(TrainingDirError, match="seed"):
-        train_model(plan, records, CFG, tmp_path, seed=1, progress=False)
+        train_model(plan, records, CFG, OWN["simclr"], tmp_path, seed=1, progress=False)
     with pytest.raises(TrainingDirError, match="cannot be rewound"):
-        train_model(plan.with_changes(max_epochs=0), records, CFG, tmp_path, seed=0, progress=False)
+        train_model(plan.with_changes(max_epochs=0), records, CFG, OWN["simclr"], tmp_path, seed=0, progress=False)
 
 
 def _crop_scales(transform) -> list[tuple[float, float]]:
@@ -157,8 +228,8 @@ def _crop_scales(transform) -> list[tuple[float, float]]:
 
 @pytest.mark.parametrize("recipe", sorted(RECIPES))
 def test_plan_crop_scale_reaches_the_training_views(recipe, records):
-    plan = make_plan(recipe, CFG).with_changes(crop_scale=(0.05, 0.6))
-    module = build_recipe(recipe, CFG, records, plan.crop_scale)
+    plan = make_plan(recipe).with_changes(crop_scale=(0.05, 0.6))
+    module = build_recipe(recipe, CFG, OWN[recipe], records, plan.crop_scale)
     module.training_set(records, expand_by_repeat(records), seed=0)
     n_views = 1 if recipe in ("supervised", "clip") else 2
     assert _crop_scales(module.train_transform()) == [(0.05, 0.6)] * n_views
@@ -171,7 +242,7 @@ def test_caption_transform_reaches_the_clip_batch(records):
     def drop_half(caption: str, rng: np.random.Generator) -> str:
         return " ".join(w for w in caption.split() if rng.random() < 0.5)
 
-    module = build_recipe("clip", CFG, records, (0.9, 1.0))
+    module = build_recipe("clip", CFG, OWN["clip"], records, (0.9, 1.0))
     dataset = module.training_set(records, expand_by_repeat(records), seed=3, caption_transforms=(drop_half,))
     loader = TrainingData(dataset, batch_size=8, num_workers=0, seed=3).train_dataloader()
     keys = list(loader.sampler)[:8]
@@ -188,7 +259,7 @@ def test_caption_transform_reaches_the_clip_batch(records):
 
 def test_clip_without_caption_names_the_record(records):
     bad = RecordSet([*list(records)[:3], _record(99, records[0].image, caption=None)])
-    module = build_recipe("clip", CFG, bad, (0.9, 1.0))
+    module = build_recipe("clip", CFG, OWN["clip"], bad, (0.9, 1.0))
     with pytest.raises(RecordError, match="r99"):
         module.training_set(bad, expand_by_repeat(bad), seed=0)
 
@@ -196,7 +267,7 @@ def test_clip_without_caption_names_the_record(records):
 def test_supervised_without_label_names_the_record(records):
     bad = RecordSet([*list(records)[:3], _record(98, records[0].image, label=None)])
     with pytest.raises(RecordError, match="r98"):
-        build_recipe("supervised", CFG, bad, (0.2, 1.0))
+        build_recipe("supervised", CFG, OWN["supervised"], bad, (0.2, 1.0))
 
 
 def test_repeat_expansion_duplicates_canaries_within_an_epoch(records, tmp_path):
@@ -230,7 +301,7 @@ def test_epoch_sampler_is_a_seeded_permutation_per_epoch():
 
 
 def test_training_set_smaller_than_a_batch_is_refused(records):
-    module = build_recipe("simclr", CFG, records, (0.2, 1.0))
+    module = build_recipe("simclr", CFG, OWN["simclr"], records, (0.2, 1.0))
     with pytest.raises(ValueError, match="fewer than one batch"):
         TrainingData(module.training_set(records, [0, 1], seed=0), batch_size=8, num_workers=0, seed=0)
 
@@ -250,10 +321,10 @@ def test_a_second_job_waits_for_the_model_and_then_loads_it(records, tmp_path):
 
     from bench.recipes.train import LOCK
 
-    plan = make_plan("simclr", CFG)
+    plan = make_plan("simclr")
     loaded = []
     waiting = threading.Thread(target=lambda: loaded.append(
-        train_model(plan, records, CFG, tmp_path, seed=0, progress=False)))
+        train_model(plan, records, CFG, OWN["simclr"], tmp_path, seed=0, progress=False)))
     with FileLock(tmp_path / LOCK):  # stands for the first job, still training
         waiting.start()
         waiting.join(timeout=1.0)

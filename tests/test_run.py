@@ -14,10 +14,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from PIL import Image, ImageOps
 
 from bench.cli import main
-from bench.recipes.train import DONE, LAST, expanded_length
+from bench.recipes import get_recipe, legacy
+from bench.recipes.train import DONE, LAST, RUN, expanded_length, load_trained
 from bench.run import RunSpec, load_records, model_dir, prepare
 from bench.store import TABLE_COLUMNS, ResultsStore
 from dejavu.data import check_spec
@@ -27,9 +29,14 @@ from dejavu.splits import training_records
 IMAGE_TESTS = {"image-two-model", "image-one-model-nb", "image-one-model-crop", "utility"}
 
 
+def model_state_of(folder: Path) -> tuple[int, int]:
+    """Returns (done.json mtime, last.ckpt mtime) of a trained model's folder."""
+    return (folder / DONE).stat().st_mtime_ns, (folder / LAST).stat().st_mtime_ns
+
+
 def model_state(cache: Path) -> dict[str, tuple[int, int]]:
     """Returns {model dir: (done.json mtime, last.ckpt mtime)} for every trained model in the cache."""
-    return {str(done.parent.relative_to(cache)): (done.stat().st_mtime_ns, (done.parent / LAST).stat().st_mtime_ns)
+    return {str(done.parent.relative_to(cache)): model_state_of(done.parent)
             for done in sorted((cache / "models").glob(f"*/*/{DONE}"))}
 
 
@@ -154,25 +161,61 @@ def test_two_spellings_of_one_configuration_are_one_run(clip_run):
     assert clip_identity(clip_run.cache, "measure.stats.seed=1")[2] != run_id
     assert clip_identity(clip_run.cache, "measure.vlm-two-model.k=5")[2] == run_id  # smoke's own value
     assert clip_identity(clip_run.cache, "measure.image-two-model.k=9")[2] != run_id
+    assert clip_identity(clip_run.cache, "train_by_recipe.clip.model=tiny")[2] == run_id  # its Config's default
+    assert clip_identity(clip_run.cache, "train_by_recipe.clip.crop_scale=[0.8, 1.0]")[2] != run_id
+
+
+def test_another_recipes_hyperparameter_keys_no_model_of_this_one(clip_run):
+    prepared, records, _ = clip_identity(clip_run.cache)
+    other, _, _ = clip_identity(clip_run.cache, "train_by_recipe.simclr.temperature=0.2")
+    own, _, _ = clip_identity(clip_run.cache, "train_by_recipe.clip.crop_scale=[0.8, 1.0]")
+    assert model_dir(other, records, "target") == model_dir(prepared, records, "target")
+    assert model_dir(own, records, "target") != model_dir(prepared, records, "target")
+
+
+def to_earlier_layout(prepared, records, role: str, split: str, data_key: str) -> Path:
+    """Returns the folder a model of the clip run moved to, as an earlier release left it.
+
+    That release keyed the folder by the flat config of every recipe (and `data_key`), recorded that config
+    in run.json, and stored it, beside the plan's crop scale, as the checkpoint's hyperparameters.
+    """
+    flat = legacy.flat_config(get_recipe("clip"), prepared.train, prepared.preset.recipe_config)
+    old = model_dir(prepared, records, role, data_key=data_key, train_key={"train": flat})
+    old.parent.mkdir(parents=True, exist_ok=True)
+    model_dir(prepared, records, role).rename(old)
+    identity = json.loads((old / RUN).read_text())
+    del identity["recipe_config"]
+    identity["config"] = {k: v for k, v in flat.items() if k not in ("epochs", "num_workers", "log_every_n_steps")}
+    if data_key == records.path_fingerprint():  # that release recorded the training split's path fingerprint
+        identity["data"] = training_records(records, split).path_fingerprint()
+    (old / RUN).write_text(json.dumps(identity))
+    checkpoint = torch.load(old / LAST, weights_only=True)
+    hparams = {"cfg": flat, "crop_scale": list(prepared.plan.crop_scale),
+               "model_cfg": checkpoint["hyper_parameters"]["model_cfg"]}
+    torch.save({**checkpoint, "hyper_parameters": hparams}, old / LAST)
+    return old
 
 
 def test_models_cached_by_an_earlier_release_are_moved_not_retrained(clip_run, tmp_path):
     out, cache = tmp_path / "results", copy_of(clip_run, tmp_path)[1]
     prepared, records, _ = clip_identity(cache)
-    before = model_state(cache)
-    for role, split in (("target", "A"), ("reference", "B")):
-        # the layout before content digests: keyed, and recorded, by a fingerprint of image paths
-        legacy = model_dir(prepared, records, role, data_key=records.path_fingerprint())
-        legacy.parent.mkdir(parents=True, exist_ok=True)
-        model_dir(prepared, records, role).rename(legacy)
-        identity = json.loads((legacy / "run.json").read_text())
-        trained_on = training_records(records, split)
-        identity["data"] = trained_on.path_fingerprint()
-        (legacy / "run.json").write_text(json.dumps(identity))
+    new = {role: model_dir(prepared, records, role) for role in ("target", "reference")}
+    identities = {role: (folder / RUN).read_text() for role, folder in new.items()}
+    pixels = torch.zeros(2, 3, 32, 32)
+    embedded = load_trained(new["target"] / LAST).encoder().embed_images(pixels)
+    # the target as the release before content digests left it (image paths), the reference as the one after
+    earlier = {"target": to_earlier_layout(prepared, records, "target", "A", records.path_fingerprint()),
+               "reference": to_earlier_layout(prepared, records, "reference", "B", records.fingerprint())}
+    assert not any(folder.exists() for folder in new.values())
+    before = {str(new[role].relative_to(cache)): model_state_of(folder) for role, folder in earlier.items()}
+
     assert bench_run(out, cache, "--recipe", "clip") == 0
-    assert model_state(cache) == before  # moved back to the content-keyed folders, untouched
-    identity = json.loads((model_dir(prepared, records, "target") / "run.json").read_text())
-    assert identity["data"] == training_records(records, "A").fingerprint()
+    assert model_state(cache) == before  # moved to today's folders, untouched, nothing else trained
+    for role, folder in new.items():  # run.json in today's form, as a fresh training writes it
+        assert json.loads((folder / RUN).read_text()) == json.loads(identities[role])
+    adopted = load_trained(new["target"] / LAST)
+    assert adopted.module.recipe_cfg == prepared.preset.recipe_config("clip")
+    torch.testing.assert_close(adopted.encoder().embed_images(pixels), embedded, rtol=0, atol=0)
     table = ResultsStore(out / "runs.csv").read()
     pd.testing.assert_frame_equal(table.drop(columns="wall_s"), clip_run.table.drop(columns="wall_s"))
 

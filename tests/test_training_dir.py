@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from test_recipes import CFG, _record
+from test_recipes import CFG, OWN, _record, make_plan
 
 from bench.preflight import check_recipe, report_long_captions
-from bench.recipes import build_recipe, make_plan
+from bench.recipes import build_recipe
 from bench.recipes.train import DONE, LAST, RUN, CheckpointError, load_trained, train_model
 from dejavu.records import RecordError, RecordSet
 
@@ -37,7 +37,7 @@ def records(tmp_path_factory) -> RecordSet:
 def trained(tmp_path_factory, records) -> Path:
     """Returns a finished training folder (run.json, last.ckpt, done.json); tests damage copies of it."""
     folder = tmp_path_factory.mktemp("trained") / "model"
-    train_model(make_plan(RECIPE, CFG), records, CFG, folder, seed=0, progress=False)
+    train_model(make_plan(RECIPE), records, CFG, OWN[RECIPE], folder, seed=0, progress=False)
     return folder
 
 
@@ -55,7 +55,7 @@ def damaged_copy(trained: Path, tmp_path: Path, name: str, content: bytes | None
 def train_again(folder: Path, records: RecordSet, caplog) -> tuple[object, str]:
     """Returns the model train_model gives for `folder`, and the warnings it logged."""
     with caplog.at_level(logging.WARNING, logger="bench.recipes.train"):
-        model = train_model(make_plan(RECIPE, CFG), records, CFG, folder, seed=0, progress=False)
+        model = train_model(make_plan(RECIPE), records, CFG, OWN[RECIPE], folder, seed=0, progress=False)
     return model, caplog.text
 
 
@@ -109,7 +109,7 @@ def test_a_text_file_is_not_a_checkpoint(tmp_path):
 
 def test_6_long_captions_are_counted_and_reported(records, tmp_path, caplog):
     long = RecordSet([*list(records)[:3], _record(99, records[0].image, caption="word " * 20_000)])
-    module = build_recipe("clip", CFG, long, (0.9, 1.0))
+    module = build_recipe("clip", CFG, OWN["clip"], long, (0.9, 1.0))
     with caplog.at_level(logging.WARNING, logger="bench.preflight"):
         assert report_long_captions(module, list(long)) == 1
     assert "1 of 4 captions are longer than the text encoder's 32-token context" in caplog.text
@@ -118,8 +118,8 @@ def test_6_long_captions_are_counted_and_reported(records, tmp_path, caplog):
 
 
 def test_an_image_text_recipe_refuses_a_record_without_caption_before_training(records):
-    plan = make_plan("clip", CFG)
+    plan = make_plan("clip")
     no_caption = RecordSet([*list(records)[:3], _record(99, records[0].image, caption=None)])
     with pytest.raises(RecordError, match="record 'r99'.*has no caption"):
-        check_recipe("clip", CFG, plan, (no_caption, records))
-    assert check_recipe("clip", CFG, plan, (records, records)) == ["projector", "backbone"]
+        check_recipe("clip", CFG, OWN["clip"], plan, (no_caption, records))
+    assert check_recipe("clip", CFG, OWN["clip"], plan, (records, records)) == ["projector", "backbone"]

@@ -1,20 +1,25 @@
 """Training recipes by name: Lightning modules that train a model and expose its embedding layers.
 
-    >>> from bench.recipes import RECIPES, make_plan
+Each recipe declares its own hyperparameters as a `Config` dataclass with the published defaults:
+
+    >>> from bench.recipes import RECIPES
     >>> sorted(RECIPES)
     ['barlowtwins', 'byol', 'clip', 'simclr', 'supervised', 'vicreg']
+    >>> RECIPES["simclr"].Config()
+    SimCLRConfig(crop_scale=(0.2, 1.0), projector=(2048, 128), view_kwargs={}, temperature=0.1)
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from bench.recipes.base import RecipeModule, resolve_layer
 from bench.recipes.clip import Clip
-from bench.recipes.config import TrainConfig
+from bench.recipes.config import RecipeConfig, TrainConfig
 from bench.recipes.ssl import BYOL, BarlowTwins, SimCLR, VICReg
 from bench.recipes.supervised import Supervised
 from dejavu.plugins import RECIPES_GROUP, load_plugins, subclass_of
 from dejavu.records import RecordSet
-from mitigations.base import TrainingPlan
 
 RECIPES: dict[str, type[RecipeModule]] = {
     cls.name: cls for cls in (VICReg, SimCLR, BarlowTwins, BYOL, Supervised, Clip)
@@ -34,18 +39,17 @@ def get_recipe(name: str) -> type[RecipeModule]:
     return known[name]
 
 
-def build_recipe(name: str, cfg: TrainConfig, records: RecordSet, crop_scale) -> RecipeModule:
-    """Returns a freshly initialized recipe module for training on `records`."""
-    return get_recipe(name).create(cfg, records, crop_scale)
+def build_recipe(name: str, cfg: TrainConfig, recipe_cfg: RecipeConfig, records: RecordSet,
+                 crop_scale) -> RecipeModule:
+    """Returns a freshly initialized recipe module for training on `records`, its views drawing from `crop_scale`.
 
-
-def make_plan(name: str, cfg: TrainConfig) -> TrainingPlan:
-    """Returns the unmitigated training plan of recipe `name` under `cfg` (epochs, crop scale)."""
+    `crop_scale` is the plan's (after mitigations), in place of the recipe config's own.
+    """
     recipe = get_recipe(name)
-    crop_scale = cfg.clip_crop_scale if recipe.modality == "image-text" else cfg.crop_scale
-    return TrainingPlan(recipe=name, modality=recipe.modality, max_epochs=cfg.epochs,
-                        crop_scale=tuple(crop_scale))
+    if not isinstance(recipe_cfg, recipe.Config):
+        raise TypeError(f"recipe {name!r} takes a {recipe.Config.__name__}, got a {type(recipe_cfg).__name__}")
+    return recipe.create(cfg, replace(recipe_cfg, crop_scale=tuple(crop_scale)), records)
 
 
-__all__ = ["RECIPES", "RecipeModule", "TrainConfig", "available_recipes", "build_recipe", "get_recipe", "make_plan",
-           "resolve_layer"]
+__all__ = ["RECIPES", "RecipeConfig", "RecipeModule", "TrainConfig", "available_recipes", "build_recipe",
+           "get_recipe", "resolve_layer"]

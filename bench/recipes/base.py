@@ -1,7 +1,8 @@
 """The recipe seam: a LightningModule that knows its training views and its embedding layers.
 
-A recipe is rebuilt from plain hyperparameters (a TrainConfig dict, the crop scale, and for some
-recipes the class names or the CLIP config), so a checkpoint alone restores it.
+A recipe is rebuilt from plain hyperparameters (the shared TrainConfig as a dict, the recipe's own
+`Config` as a dict, and for some recipes the class names or the CLIP config), so a checkpoint alone
+restores it.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from torch import nn
 from torch.utils.data import Dataset
 from torchvision import transforms as T
 
-from bench.recipes.config import TrainConfig
+from bench.recipes.config import RecipeConfig, TrainConfig
 from bench.recipes.views import BatchedView, batched_views
 from dejavu.encoders import Encoder
 from dejavu.pixels import decoded_pixels
@@ -58,18 +59,26 @@ class RecipeModule(L.LightningModule):
 
     name: ClassVar[str] = ""
     modality: ClassVar[str] = "image"
+    #: the recipe's own hyperparameters, with their published defaults (set by `train_by_recipe.<name>`)
+    Config: ClassVar[type[RecipeConfig]] = RecipeConfig
 
-    def __init__(self, cfg: dict, crop_scale: Sequence[float] = (0.2, 1.0)):
+    def __init__(self, cfg: dict, recipe_cfg: dict | None = None):
         super().__init__()
         self.save_hyperparameters()
         self.cfg = TrainConfig.from_dict(cfg)
-        self.crop_scale = (float(crop_scale[0]), float(crop_scale[1]))
+        self.recipe_cfg = self.Config.from_dict(recipe_cfg or {})
         self.views: list[BatchedView] | None = None  # set when training on decoded batches
 
+    @property
+    def crop_scale(self) -> tuple[float, float]:
+        """Returns the crop scale the training views draw from (the plan's, after mitigations)."""
+        low, high = self.recipe_cfg.crop_scale
+        return float(low), float(high)
+
     @classmethod
-    def create(cls, cfg: TrainConfig, records: RecordSet, crop_scale: Sequence[float]) -> RecipeModule:
+    def create(cls, cfg: TrainConfig, recipe_cfg: RecipeConfig, records: RecordSet) -> RecipeModule:
         """Returns a freshly initialized recipe for training on `records`."""
-        return cls(cfg=cfg.as_dict(), crop_scale=tuple(crop_scale))
+        return cls(cfg=cfg.as_dict(), recipe_cfg=recipe_cfg.as_dict())
 
     # -- what subclasses provide ------------------------------------------------------------------
     def train_transform(self) -> Callable:

@@ -1,16 +1,17 @@
 """Joint-embedding SSL recipes (VICReg, SimCLR, Barlow Twins, BYOL) from lightly's parts.
 
 Each recipe is backbone -> lightly projection head -> lightly loss over two views made by lightly's
-view transforms. The crop scale of the views is the plan's `crop_scale` (the `crop` mitigation's
-knob): lightly's transforms take its lower bound as `min_scale` and fix the upper one at 1.0, so
-the full bounds are then set on their RandomResizedCrop.
+view transforms, and declares its own hyperparameters (projector widths, the loss's weight) as a
+`Config` with the published defaults. The crop scale of the views is the plan's `crop_scale` (the
+`crop` mitigation's knob): lightly's transforms take its lower bound as `min_scale` and fix the upper
+one at 1.0, so the full bounds are then set on their RandomResizedCrop.
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from typing import ClassVar
+from dataclasses import dataclass, field
 
 import torch
 from lightly.loss import BarlowTwinsLoss, NegativeCosineSimilarity, NTXentLoss, VICRegLoss
@@ -37,6 +38,8 @@ from torchvision.transforms import v2 as T2
 
 from bench.recipes.backbones import build_backbone
 from bench.recipes.base import RecipeModule, hidden_outputs
+from bench.recipes.config import RecipeConfig
+from bench.rules import at_least, each, finite, ordered_pair
 
 
 def with_crop_scale(views: MultiViewTransform, scale: tuple[float, float]) -> MultiViewTransform:
@@ -60,16 +63,57 @@ def _check_dims(recipe: str, dims: tuple[int, ...], n_layers: int | None, equal_
         raise ValueError(f"{recipe} projector hidden layers must share one width, got {list(dims)}")
 
 
+def widths(default: tuple[int, ...]):
+    """Returns a projector-widths field (hidden layers, then the output) with the published `default`."""
+    return field(default=default, metadata=each(at_least(1)))
+
+
+@dataclass(frozen=True)
+class SSLConfig(RecipeConfig):
+    """What every joint-embedding recipe has: projector widths and the settings of lightly's view transform."""
+
+    projector: tuple[int, ...] = widths((2048, 128))
+    # keyword arguments of the recipe's lightly view transform, e.g. {"cj_strength": 0.5, "gaussian_blur": 0.0},
+    # the settings lightly's own benchmarks use for 32 px images (CIFAR-10); empty: lightly's ImageNet defaults
+    view_kwargs: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class VICRegConfig(SSLConfig):
+    projector: tuple[int, ...] = widths((8192, 8192, 8192))  # Bardes et al. 2022
+    # lambda, the invariance weight the original sweeps
+    invariance: float = field(default=25.0, metadata=finite(0))
+
+
+@dataclass(frozen=True)
+class SimCLRConfig(SSLConfig):
+    projector: tuple[int, ...] = widths((2048, 128))  # Chen et al. 2020
+    temperature: float = field(default=0.1, metadata=finite(0, strictly=True))  # of the NT-Xent loss
+
+
+@dataclass(frozen=True)
+class BarlowTwinsConfig(SSLConfig):
+    projector: tuple[int, ...] = widths((8192, 8192, 8192))  # Zbontar et al. 2021
+    # lambda, the weight of the off-diagonal (redundancy-reduction) term
+    lambda_param: float = field(default=5e-3, metadata=finite(0))
+
+
+@dataclass(frozen=True)
+class BYOLConfig(SSLConfig):
+    projector: tuple[int, ...] = widths((4096, 256))  # Grill et al. 2020; the predictor mirrors it
+    # the cosine schedule of the target network's EMA, from start to end
+    momentum: tuple[float, float] = field(default=(0.99, 1.0), metadata=ordered_pair(0, 1))
+
+
 class SSLModule(RecipeModule):
     """Two views, one shared backbone and projector, and a loss between the two projections."""
 
-    #: the recipe whose projector widths (train.projector) this one uses; None: its own name's
-    projector_of: ClassVar[str | None] = None
+    Config = SSLConfig
 
-    def __init__(self, cfg: dict, crop_scale=(0.2, 1.0)):
-        super().__init__(cfg, crop_scale)
+    def __init__(self, cfg: dict, recipe_cfg: dict | None = None):
+        super().__init__(cfg, recipe_cfg)
         self.backbone, feature_dim = build_backbone(self.cfg.backbone, self.cfg.image_size)
-        self.projector = self.build_projector(feature_dim, self.cfg.projector_dims(self.projector_of or self.name))
+        self.projector = self.build_projector(feature_dim, tuple(self.recipe_cfg.projector))
         self.criterion = self.build_criterion()
 
     def build_projector(self, feature_dim: int, dims: tuple[int, ...]) -> nn.Module:
@@ -98,16 +142,17 @@ class VICReg(SSLModule):
     """VICReg (Bardes, Ponce, LeCun 2022): variance-invariance-covariance regularization."""
 
     name = "vicreg"
+    Config = VICRegConfig
 
     def build_projector(self, feature_dim, dims):
         _check_dims(self.name, dims, None, equal_hidden=True)
         return VICRegProjectionHead(feature_dim, dims[0], dims[-1], num_layers=len(dims))
 
     def build_criterion(self):
-        return VICRegLoss(lambda_param=self.cfg.vicreg_invariance)
+        return VICRegLoss(lambda_param=self.recipe_cfg.invariance)
 
     def train_transform(self) -> Callable:
-        views = VICRegTransform(input_size=self.cfg.image_size, min_scale=self.crop_scale[0], **self.cfg.view_kwargs)
+        views = VICRegTransform(input_size=self.cfg.image_size, min_scale=self.crop_scale[0], **self.recipe_cfg.view_kwargs)
         return with_crop_scale(views, self.crop_scale)
 
 
@@ -115,16 +160,17 @@ class SimCLR(SSLModule):
     """SimCLR (Chen et al. 2020): NT-Xent contrastive loss between the two views."""
 
     name = "simclr"
+    Config = SimCLRConfig
 
     def build_projector(self, feature_dim, dims):
         _check_dims(self.name, dims, None, equal_hidden=True)
         return SimCLRProjectionHead(feature_dim, dims[0], dims[-1], num_layers=len(dims))
 
     def build_criterion(self):
-        return NTXentLoss(temperature=self.cfg.temperature)
+        return NTXentLoss(temperature=self.recipe_cfg.temperature)
 
     def train_transform(self) -> Callable:
-        views = SimCLRTransform(input_size=self.cfg.image_size, min_scale=self.crop_scale[0], **self.cfg.view_kwargs)
+        views = SimCLRTransform(input_size=self.cfg.image_size, min_scale=self.crop_scale[0], **self.recipe_cfg.view_kwargs)
         return with_crop_scale(views, self.crop_scale)
 
 
@@ -132,17 +178,18 @@ class BarlowTwins(SSLModule):
     """Barlow Twins (Zbontar et al. 2021): the cross-correlation of the views pushed to identity."""
 
     name = "barlowtwins"
+    Config = BarlowTwinsConfig
 
     def build_projector(self, feature_dim, dims):
         _check_dims(self.name, dims, 3, equal_hidden=True)
         return BarlowTwinsProjectionHead(feature_dim, dims[0], dims[-1])
 
     def build_criterion(self):
-        return BarlowTwinsLoss(lambda_param=self.cfg.barlow_lambda)
+        return BarlowTwinsLoss(lambda_param=self.recipe_cfg.lambda_param)
 
     def train_transform(self) -> Callable:
         # lightly's Barlow Twins example uses the BYOL views, as the paper does
-        return _byol_views(self.cfg.image_size, self.crop_scale, self.cfg.view_kwargs)
+        return _byol_views(self.cfg.image_size, self.crop_scale, self.recipe_cfg.view_kwargs)
 
 
 def _byol_views(image_size: int, crop_scale: tuple[float, float], view_kwargs: dict) -> MultiViewTransform:
@@ -155,10 +202,11 @@ class BYOL(SSLModule):
     """BYOL (Grill et al. 2020): an online predictor regresses a momentum target's projection."""
 
     name = "byol"
+    Config = BYOLConfig
 
-    def __init__(self, cfg: dict, crop_scale=(0.2, 1.0)):
-        super().__init__(cfg, crop_scale)
-        hidden, out = self.cfg.projector_dims(self.name)
+    def __init__(self, cfg: dict, recipe_cfg: dict | None = None):
+        super().__init__(cfg, recipe_cfg)
+        hidden, out = self.recipe_cfg.projector
         self.predictor = BYOLPredictionHead(out, hidden, out)
         self.target_backbone = copy.deepcopy(self.backbone)
         self.target_projector = copy.deepcopy(self.projector)
@@ -173,7 +221,7 @@ class BYOL(SSLModule):
         return NegativeCosineSimilarity()
 
     def train_transform(self) -> Callable:
-        return _byol_views(self.cfg.image_size, self.crop_scale, self.cfg.view_kwargs)
+        return _byol_views(self.cfg.image_size, self.crop_scale, self.recipe_cfg.view_kwargs)
 
     def _target(self, x: torch.Tensor) -> torch.Tensor:
         return self.target_projector(self.target_backbone(x)).detach()
@@ -182,7 +230,7 @@ class BYOL(SSLModule):
         self.total_steps = max(1, int(self.trainer.estimated_stepping_batches))
 
     def training_step(self, batch, batch_idx):
-        start, end = self.cfg.byol_momentum
+        start, end = self.recipe_cfg.momentum
         momentum = cosine_schedule(self.global_step, self.total_steps, start, end)
         update_momentum(self.backbone, self.target_backbone, m=momentum)
         update_momentum(self.projector, self.target_projector, m=momentum)

@@ -2,7 +2,7 @@
 
 Choice (documented for comparison with the SSL recipes): "projector" is the penultimate
 embedding, i.e. the output of a small MLP between the backbone and the classifier (widths from
-`train.projector["supervised"]`, hidden first). The MLP exists so that the supervised model has the
+its Config's `projector`, hidden first). The MLP exists so that the supervised model has the
 same layer structure as the SSL ones and `guillotine` has something to cut; the classifier itself
 is never an embedding layer.
 """
@@ -10,6 +10,7 @@ is never an embedding layer.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from lightly.models.modules.heads import ProjectionHead
@@ -19,35 +20,42 @@ from torchvision import transforms as T
 
 from bench.recipes.backbones import build_backbone
 from bench.recipes.base import RecipeModule, hidden_outputs
-from bench.recipes.config import TrainConfig
+from bench.recipes.config import RecipeConfig, TrainConfig
+from bench.recipes.ssl import widths
 from dejavu.records import RecordError, RecordSet
+
+
+@dataclass(frozen=True)
+class SupervisedConfig(RecipeConfig):
+    # ours: an MLP before the classifier, so `guillotine` has layers to cut
+    projector: tuple[int, ...] = widths((512, 128))
 
 
 class Supervised(RecipeModule):
     """Label-supervised baseline with the same backbone and measurement layers as the SSL recipes."""
 
     name = "supervised"
+    Config = SupervisedConfig
 
-    def __init__(self, cfg: dict, crop_scale=(0.2, 1.0), classes: Sequence[str] = ()):
-        super().__init__(cfg, crop_scale)
+    def __init__(self, cfg: dict, recipe_cfg: dict | None = None, classes: Sequence[str] = ()):
+        super().__init__(cfg, recipe_cfg)
         if len(classes) < 2:
             raise ValueError(f"the supervised recipe needs at least 2 classes, got {list(classes)}")
         self.classes = list(classes)
         self.backbone, feature_dim = build_backbone(self.cfg.backbone, self.cfg.image_size)
-        dims = self.cfg.projector_dims(self.name)
-        widths = [feature_dim, *dims]
-        blocks = [(w_in, w_out, nn.BatchNorm1d(w_out), nn.ReLU()) for w_in, w_out in zip(widths[:-1], widths[1:], strict=True)]
+        sizes = [feature_dim, *self.recipe_cfg.projector]
+        blocks = [(w_in, w_out, nn.BatchNorm1d(w_out), nn.ReLU()) for w_in, w_out in zip(sizes[:-1], sizes[1:], strict=True)]
         self.projector = ProjectionHead(blocks)
-        self.classifier = nn.Linear(widths[-1], len(self.classes))
+        self.classifier = nn.Linear(sizes[-1], len(self.classes))
         self.criterion = nn.CrossEntropyLoss()
 
     @classmethod
-    def create(cls, cfg: TrainConfig, records: RecordSet, crop_scale) -> Supervised:
+    def create(cls, cfg: TrainConfig, recipe_cfg: SupervisedConfig, records: RecordSet) -> Supervised:
         missing = [r for r in records if not r.label]
         if missing:
             raise RecordError("record has no label; the supervised recipe trains on labels",
                               record_id=missing[0].id, file=missing[0].source or missing[0].image)
-        return cls(cfg=cfg.as_dict(), crop_scale=tuple(crop_scale), classes=sorted({r.label for r in records}))
+        return cls(cfg=cfg.as_dict(), recipe_cfg=recipe_cfg.as_dict(), classes=sorted({r.label for r in records}))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Returns the class logits."""

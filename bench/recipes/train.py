@@ -1,7 +1,8 @@
 """Train a recipe or resume it: the one entry point that turns a plan and records into a model.
 
 A training directory holds:
-- `run.json`: what is trained (recipe, training key, config, seed, data fingerprint, epoch length).
+- `run.json`: what is trained (recipe, training key, shared and recipe config, seed, data fingerprint,
+  epoch length).
   Written first; a later call with a different identity is refused rather than mixing models.
 - `last.ckpt`: Lightning's checkpoint after every epoch. A killed run resumes from it.
 - `done.json`: written atomically after `fit` returns. With it, the model is loaded, not trained.
@@ -28,9 +29,9 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-from bench.recipes import build_recipe, get_recipe
+from bench.recipes import build_recipe, get_recipe, legacy
 from bench.recipes.base import CHECKPOINT_RECIPE_KEY, RecipeModule
-from bench.recipes.config import TrainConfig
+from bench.recipes.config import RecipeConfig, TrainConfig
 from bench.recipes.data import TrainingData, expand_by_repeat, expanded_length, matched_length
 from dejavu.encoders import Encoder
 from dejavu.files import file_lock, read_json, write_json
@@ -76,29 +77,33 @@ class TrainedModel:
         return self.module.embedding_layers()
 
 
-def _run_identity(plan: TrainingPlan, records: RecordSet, cfg: TrainConfig, seed: int,
+def _run_identity(plan: TrainingPlan, records: RecordSet, cfg: TrainConfig, recipe_cfg: RecipeConfig, seed: int,
                   epoch_length: int) -> dict:
     key = {k: v for k, v in plan.training_key().items() if k != "max_epochs"}
     config = {k: v for k, v in cfg.as_dict().items() if k not in _NOT_IDENTITY}
-    return json.loads(json.dumps({"plan": key, "config": config, "seed": seed, "data": records.fingerprint(),
-                                  "epoch_length": epoch_length}, default=str))
+    return json.loads(json.dumps({"plan": key, "config": config, "recipe_config": recipe_cfg.as_dict(), "seed": seed,
+                                  "data": records.fingerprint(), "epoch_length": epoch_length}, default=str))
 
 
 def adopt_training_dir(old_dir: Path, new_dir: Path, records: RecordSet) -> bool:
     """Returns True after moving a training folder cached under an earlier key to `new_dir`.
 
-    Releases before content digests keyed models by a fingerprint of image paths; their folders
-    are moved, not retrained, and the data fingerprint in their run.json is rewritten to the
-    content one when it was the path one of the same `records`. Nothing is moved when `new_dir`
-    exists, `old_dir` does not, or this is not DDP's launching process.
+    Earlier releases keyed models by a fingerprint of image paths, and by the flat TrainConfig of every
+    recipe (bench.recipes.legacy); their folders are moved, not retrained, and their run.json is
+    rewritten in today's form: the content fingerprint in place of the path one of the same `records`,
+    the recipe's own config split from the flat one. Nothing is moved when `new_dir` exists, `old_dir`
+    does not, or this is not DDP's launching process.
     """
     if rank_zero_only.rank != 0 or new_dir.exists() or not old_dir.is_dir():
         return False
     run_file = old_dir / RUN
     if _damage(run_file, read_json) is None and run_file.exists():
-        identity = read_json(run_file)
+        recorded = read_json(run_file)
+        identity = legacy.identity(get_recipe(recorded.get("plan", {}).get("recipe")), recorded) or recorded
         if identity.get("data") == records.path_fingerprint():
-            write_json(run_file, {**identity, "data": records.fingerprint()})
+            identity = {**identity, "data": records.fingerprint()}
+        if identity != recorded:
+            write_json(run_file, identity)
     new_dir.parent.mkdir(parents=True, exist_ok=True)
     old_dir.rename(new_dir)
     if not any(old_dir.parent.iterdir()):  # its sibling (target or reference) has moved too
@@ -146,9 +151,11 @@ def _claim_dir(out_dir: Path, identity: dict) -> None:
         write_json(run_file, identity)
 
 
-def train_model(plan: TrainingPlan, records: RecordSet, cfg: TrainConfig, out_dir: Path, seed: int, *,
-                epoch_length: int | None = None, progress: bool = True) -> TrainedModel:
+def train_model(plan: TrainingPlan, records: RecordSet, cfg: TrainConfig, recipe_cfg: RecipeConfig, out_dir: Path,
+                seed: int, *, epoch_length: int | None = None, progress: bool = True) -> TrainedModel:
     """Returns the model trained (or resumed, or loaded when finished) by `plan` on `records`.
+
+    `cfg` is the shared config and `recipe_cfg` the recipe's own (its crop scale gives way to the plan's).
 
     `epoch_length` pads every epoch to that many samples (see `matched_length`); pass the target
     model's `expanded_length(A)` when training the reference on B, so both take the same steps.
@@ -157,7 +164,7 @@ def train_model(plan: TrainingPlan, records: RecordSet, cfg: TrainConfig, out_di
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with _exclusive(out_dir):
-        return _train_or_load(plan, records, cfg, out_dir, seed, epoch_length, progress)
+        return _train_or_load(plan, records, cfg, recipe_cfg, out_dir, seed, epoch_length, progress)
 
 
 @contextmanager
@@ -174,11 +181,11 @@ def _exclusive(out_dir: Path) -> Iterator[None]:
         yield
 
 
-def _train_or_load(plan: TrainingPlan, records: RecordSet, cfg: TrainConfig, out_dir: Path, seed: int,
-                   epoch_length: int | None, progress: bool) -> TrainedModel:
+def _train_or_load(plan: TrainingPlan, records: RecordSet, cfg: TrainConfig, recipe_cfg: RecipeConfig, out_dir: Path,
+                   seed: int, epoch_length: int | None, progress: bool) -> TrainedModel:
     indices = (expand_by_repeat(records) if epoch_length is None
                else matched_length(records, epoch_length, seed))
-    _claim_dir(out_dir, _run_identity(plan, records, cfg, seed, len(indices)))
+    _claim_dir(out_dir, _run_identity(plan, records, cfg, recipe_cfg, seed, len(indices)))
 
     done_file, last = out_dir / DONE, out_dir / LAST
     damage = _damage(done_file, _read_done)
@@ -197,7 +204,7 @@ def _train_or_load(plan: TrainingPlan, records: RecordSet, cfg: TrainConfig, out
                                    f"it cannot be rewound to {plan.max_epochs}. Use a fresh directory")
 
     L.seed_everything(seed, workers=True)
-    module = build_recipe(plan.recipe, cfg, records, plan.crop_scale)
+    module = build_recipe(plan.recipe, cfg, recipe_cfg, records, plan.crop_scale)
     data = TrainingData(module.training_set(records, indices, seed, plan.caption_transforms),
                         cfg.batch_size, cfg.num_workers, seed)
     trainer = L.Trainer(
@@ -258,18 +265,23 @@ def read_checkpoint(path: Path) -> dict:
 
 
 def load_trained(checkpoint: Path, map_location: str | torch.device = "cpu") -> TrainedModel:
-    """Returns the model stored in a checkpoint written by `train_model`, in eval mode."""
+    """Returns the model stored in a checkpoint written by `train_model`, in eval mode.
+
+    A checkpoint of an earlier release, with the flat hyperparameters of every recipe, loads too.
+    """
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
         raise FileNotFoundError(f"no checkpoint at {checkpoint}; train the model first")
-    name = read_checkpoint(checkpoint).get(CHECKPOINT_RECIPE_KEY)
+    stored = read_checkpoint(checkpoint)
+    name = stored.get(CHECKPOINT_RECIPE_KEY)
     try:
         recipe = get_recipe(name)
     except ValueError:
         raise ValueError(f"{checkpoint} was not written by a dejavu-bench recipe (recipe {name!r})") from None
-    module = recipe.load_from_checkpoint(checkpoint, map_location=map_location, weights_only=True)
+    hparams = legacy.checkpoint_hparams(recipe, stored.get(recipe.CHECKPOINT_HYPER_PARAMS_KEY, {})) or {}
+    module = recipe.load_from_checkpoint(checkpoint, map_location=map_location, weights_only=True, **hparams)
     return TrainedModel(checkpoint, name, module.eval())
 
 
-__all__ = ["CheckpointError", "TrainConfig", "TrainedModel", "TrainingDirError", "expanded_length",
+__all__ = ["CheckpointError", "RecipeConfig", "TrainConfig", "TrainedModel", "TrainingDirError", "expanded_length",
            "load_trained", "matched_length", "read_checkpoint", "train_model"]
