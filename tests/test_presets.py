@@ -9,9 +9,9 @@ import pytest
 from bench.presets import PresetError, apply_override, available_presets, load_preset
 from bench.recipes import RECIPES
 from bench.recipes.config import TrainConfig
+from bench.run import training_plan
 from dejavu.attacks.one_model import NaiveBayesConfig
 from dejavu.attacks.vlm import VLMTestConfig
-from bench.run import training_plan
 from dejavu.data.scenes import PRESETS as SCENES_PRESETS
 from dejavu.measurements import available_tests
 from dejavu.results import TESTS
