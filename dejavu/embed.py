@@ -100,7 +100,9 @@ def _load_cached(path: Path, ids: list[str]) -> Embeddings | None:
         return None
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
-        cached = Embeddings(list(blob["ids"]), blob["vectors"])
+        ids_stored = blob["ids"]  # one JSON string; a list in caches written before
+        cached = Embeddings(json.loads(ids_stored) if isinstance(ids_stored, str) else list(ids_stored),
+                            blob["vectors"])
     except Exception as err:  # a damaged file is recomputed, not trusted
         log.warning("ignoring unreadable embedding cache %s (%s); recomputing", path, err)
         return None
@@ -113,7 +115,8 @@ def _load_cached(path: Path, ids: list[str]) -> Embeddings | None:
 
 def _save_atomically(embeddings: Embeddings, path: Path, meta: dict) -> None:
     with atomic_open(path, "wb") as f:  # a file object: a full disk then raises OSError, not RuntimeError
-        torch.save({"ids": embeddings.ids, "vectors": embeddings.vectors, "meta": meta}, f)
+        # the ids as one string: torch's pickler calls back into Python for every object of a list
+        torch.save({"ids": json.dumps(embeddings.ids), "vectors": embeddings.vectors, "meta": meta}, f)
 
 
 def _cached(cache_dir: Path | None, key_parts: tuple, ids: list[str],

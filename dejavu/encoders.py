@@ -166,13 +166,17 @@ class _TorchEncoder:
 
     @contextmanager
     def _eval_mode(self):
-        # restore the caller's mode: encoders may wrap a model that is still training (e.g. from a callback)
+        # restore the caller's mode: encoders may wrap a model that is still training (e.g. from a callback);
+        # a model already wholly in eval mode is left alone, as toggling it costs more than a batch's checks
         was_training = self.module.training
-        self.module.eval()
+        switch = any(m.training for m in self.module.modules())
+        if switch:
+            self.module.eval()
         try:
             yield
         finally:
-            self.module.train(was_training)
+            if switch:
+                self.module.train(was_training)
 
     def _checked(self, out: torch.Tensor, *, expected_rows: int, what: str, dim_attr: str = "dim") -> torch.Tensor:
         if out.ndim != 2 or out.shape[0] != expected_rows:
@@ -185,6 +189,8 @@ class _TorchEncoder:
             raise ValueError(f"{self.name}: layer {self.layer!r} gave {what} embeddings of dimension "
                              f"{out.shape[1]}, but earlier batches (or the declared dim) had {declared}")
         out = out.detach().float().cpu()
+        if torch.isfinite(out).all():  # the usual case, without finding rows
+            return out
         bad = (~torch.isfinite(out).all(dim=1)).nonzero().flatten().tolist()
         if bad:
             raise NonFiniteEmbeddingError(

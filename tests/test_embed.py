@@ -193,3 +193,13 @@ def test_caption_errors_name_the_record():
 
     with pytest.raises(TypeError, match="has no text encoder"):
         embed_captions(ImageOnly(), {"r0": "ok"}, progress=False)
+
+
+def test_a_cache_written_with_the_ids_as_a_list_still_loads(tmp_path):
+    from dejavu.embed import _load_cached
+
+    path = tmp_path / "old.pt"
+    torch.save({"ids": ["a", "b"], "vectors": torch.ones(2, 3), "meta": {}}, path)  # as releases before wrote it
+    loaded = _load_cached(path, ["a", "b"])
+    assert loaded.ids == ["a", "b"] and torch.equal(loaded.vectors, torch.ones(2, 3))
+    assert _load_cached(path, ["b", "a"]) is None, "other ids than requested are recomputed"
