@@ -24,7 +24,7 @@ from bench.recipes import get_recipe
 from bench.recipes.config import RecipeConfig, TrainConfig
 from bench.recipes.legacy import new_places
 from bench.rules import at_least, check_fields, int_within, rule
-from dejavu.config import ConfigError
+from dejavu.config import ConfigError, non_default
 from dejavu.config import checked as _checked
 from dejavu.config import convert as _convert
 from dejavu.config import hints as _hints
@@ -119,7 +119,7 @@ class Preset:
         """
         train = _train_dict(TrainConfig(), get_recipe(recipe).Config())
         defaults = _json_safe({"data": asdict(DataSection()), "train": train})
-        changes = {section: {k: v for k, v in values.items() if defaults[section].get(k, _MISSING) != v}
+        changes = {section: non_default(values, defaults[section])
                    for section, values in self.resolved(recipe).items() if section in defaults}
         return {**changes, "measure": self.measure_section(recipe).changes()}  # nested per group and test
 
@@ -127,8 +127,6 @@ class Preset:
         """Returns the preset as JSON-safe data (for result rows and run records)."""
         return json.loads(json.dumps({**asdict(self), "measure": self.measure.as_dict()}, default=list))
 
-
-_MISSING = object()
 
 
 def _split(overrides: dict) -> tuple[dict, dict]:

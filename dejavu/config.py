@@ -31,8 +31,8 @@ from typing import Any
 
 from dejavu.rules import field_problem
 
-__all__ = ["ConfigError", "checked", "convert", "from_group", "group_fields", "hints", "own_fields", "parse",
-           "read_field", "section_from"]
+__all__ = ["ConfigError", "checked", "convert", "from_group", "group_fields", "hints", "non_default", "own_fields",
+           "parse", "read_field", "section_from"]
 
 GROUP = "group"
 
@@ -139,6 +139,19 @@ def checked(cls, name: str, value: Any, where: str) -> Any:
 def read_field(cls, name: str, value: Any, where: str) -> Any:
     """Returns a JSON value read as field `name` of `cls`, its type and range checked."""
     return checked(cls, name, convert(value, hints(cls)[name], where), where)
+
+
+def non_default(values: dict, defaults: dict) -> dict:
+    """Returns the items of `values` that differ from `defaults` (a key `defaults` lacks counts as changed).
+
+    What run ids hash, so that a setting added later with a default that keeps today's behaviour leaves
+    every earlier id as it was.
+
+        >>> non_default({"k": 20, "metric": "l2", "new": 1}, {"k": 100, "metric": "l2"})
+        {'k': 20, 'new': 1}
+    """
+    missing = object()
+    return {k: v for k, v in values.items() if defaults.get(k, missing) != v}
 
 
 def section_from(cls, data: Any, where: str, base=None, settable: Sequence[str] | None = None):

@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from dejavu.attacks.common import StatsConfig
-from dejavu.config import ConfigError, convert, group_fields, hints, own_fields, section_from
+from dejavu.config import ConfigError, convert, group_fields, hints, non_default, own_fields, section_from
 from dejavu.crops import CropConfig
 from dejavu.measurements import MeasurementTest, available_tests
 from dejavu.results import TESTS
@@ -44,7 +44,6 @@ __all__ = ["GROUPS", "MeasureConfig"]
 
 #: the settings every test shares, by group name; a test's Config field marked `from_group(name)` gets it
 GROUPS: dict[str, type] = {"stats": StatsConfig, "crops": CropConfig}
-_MISSING = object()
 
 
 @dataclass(frozen=True)
@@ -158,7 +157,7 @@ class MeasureConfig:
                 if value != defaults["tests"]:
                     out[key] = value
                 continue
-            changed = {f: v for f, v in value.items() if defaults.get(key, {}).get(f, _MISSING) != v}
+            changed = non_default(value, defaults.get(key, {}))
             if changed:
                 out[key] = changed
         return out

@@ -9,11 +9,11 @@ beside the recipe: a preset sets it under `train_by_recipe.<recipe>`.
 from __future__ import annotations
 
 import json
-import typing
 from dataclasses import asdict, dataclass, field, fields
 
 from bench.recipes.backbones import BACKBONES
 from bench.rules import at_least, check_fields, finite, one_of, ordered_pair, rule
+from dejavu.config import section_from
 
 OPTIMIZERS = ("adamw", "sgd", "lars")
 #: Lightning's precision names (lightning.fabric.connector), the long and the short spellings
@@ -44,9 +44,8 @@ class _Checked:
 
     @classmethod
     def from_dict(cls, data: dict):
-        """Returns the config stored by `as_dict` (lists become tuples again where a tuple is declared)."""
-        hints = typing.get_type_hints(cls)
-        return cls(**{k: tuple(v) if typing.get_origin(hints[k]) is tuple else v for k, v in data.items()})
+        """Returns the config stored by `as_dict`, read by the preset loader's typed reading (tuples come back)."""
+        return section_from(cls, dict(data), cls.__name__)
 
 
 @dataclass(frozen=True)
