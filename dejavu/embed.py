@@ -23,11 +23,11 @@ from tqdm.auto import tqdm
 
 from dejavu.encoders import Encoder, NonFiniteEmbeddingError
 from dejavu.files import atomic_open
+from dejavu.finite import non_finite_rows
 from dejavu.pixels import (
     MAX_PIXEL_BYTES,
     RecordImages,
     decoded_pixels,
-    pixel_bytes,
     split_at_to_tensor,
     stable_repr,
 )
@@ -140,19 +140,25 @@ def _pixel_batches(transform: Callable, records: RecordSet, boxes: Mapping[str, 
 
     An eval transform that splits at ToTensor has its PIL stage run once into a uint8 pixel array
     (`dejavu.pixels`), cached beside the embeddings and shared by every model with that stage; its
-    tensor stage then runs per batch. Any other transform, or an array too large to hold, streams
-    each image through the whole transform in a DataLoader.
+    tensor stage then runs per batch, into one float buffer: a batch is valid until the next is drawn.
+    Any other transform, or an array too large to hold, streams each image through the whole transform
+    in a DataLoader.
     """
     stages = split_at_to_tensor(transform)
-    if stages is not None and pixel_bytes(records) <= MAX_PIXEL_BYTES:
+    pixels = None
+    if stages is not None:
         pil_stage, tensor_stage = stages
         pixels = decoded_pixels(records, stage=pil_stage, boxes=boxes,
                                 cache_dir=Path(cache_dir) / "pixels" if cache_dir is not None else None,
-                                num_workers=num_workers, progress=progress)
+                                num_workers=num_workers, progress=progress, max_bytes=MAX_PIXEL_BYTES)
+    if pixels is not None:
+        # one float buffer for every batch: a fresh 3 MB tensor per batch costs its page faults each time
+        buffer = torch.empty((min(batch_size, len(records)), *pixels.shape[1:]), dtype=torch.float32)
         for start in tqdm(range(0, len(records), batch_size), desc=f"embedding {records.name}",
                           disable=not progress):
             stop = min(start + batch_size, len(records))
-            yield list(range(start, stop)), tensor_stage(torch.from_numpy(np.array(pixels[start:stop])))
+            batch = torch.from_numpy(np.asarray(pixels[start:stop]))
+            yield list(range(start, stop)), tensor_stage(batch, out=buffer[:stop - start])
         return
     dataset = RecordImages(list(records), boxes, transform, in_workers=num_workers > 0)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
@@ -169,11 +175,6 @@ def _non_finite_error(rid: str, file: object | None, what: str) -> ValueError:
     where = f" (file {str(file)!r})" if file is not None else ""
     return ValueError(f"the encoder produced NaN/Inf {what} embeddings, first for record {rid!r}{where}; "
                       f"check the model weights and the input")
-
-
-def _first_non_finite(vectors: torch.Tensor) -> int | None:
-    bad = (~torch.isfinite(vectors).all(dim=1)).nonzero()
-    return int(bad[0]) if len(bad) else None
 
 
 def embed_records(encoder: Encoder, records: RecordSet, *, crops: Mapping[str, object] | None = None,
@@ -200,11 +201,14 @@ def embed_records(encoder: Encoder, records: RecordSet, *, crops: Mapping[str, o
             except NonFiniteEmbeddingError as err:
                 record = records[positions[err.rows[0]]]
                 raise _non_finite_error(record.id, record.image, "image") from None
-            chunks.append(out.detach().float().cpu())
+            out = out.detach().float().cpu()
+            if out.untyped_storage().data_ptr() == pixels.untyped_storage().data_ptr():
+                out = out.clone()  # a view of the input batch, whose buffer the next batch overwrites
+            chunks.append(out)
         vectors = torch.cat(chunks) if chunks else torch.empty(0, 0)
-        bad = _first_non_finite(vectors)
-        if bad is not None:
-            raise _non_finite_error(ids[bad], records[bad].image, "image")
+        bad = non_finite_rows(vectors)
+        if bad:
+            raise _non_finite_error(ids[bad[0]], records[bad[0]].image, "image")
         return Embeddings(ids, vectors)
 
     return _cached(cache_dir, key_parts, ids, compute)
@@ -234,9 +238,9 @@ def embed_captions(encoder: Encoder, texts_by_id: Mapping[str, str], *, cache_di
                 raise _non_finite_error(ids[start + err.rows[0]], None, "text") from None
             chunks.append(out.detach().float().cpu())
         vectors = torch.cat(chunks) if chunks else torch.empty(0, 0)
-        bad = _first_non_finite(vectors)
-        if bad is not None:
-            raise _non_finite_error(ids[bad], None, "text")
+        bad = non_finite_rows(vectors)
+        if bad:
+            raise _non_finite_error(ids[bad[0]], None, "text")
         return Embeddings(ids, vectors)
 
     return _cached(cache_dir, key_parts, ids, compute)

@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 
 from dejavu.files import write_text
+from dejavu.finite import non_finite_rows
 
 
 @runtime_checkable
@@ -189,9 +190,7 @@ class _TorchEncoder:
             raise ValueError(f"{self.name}: layer {self.layer!r} gave {what} embeddings of dimension "
                              f"{out.shape[1]}, but earlier batches (or the declared dim) had {declared}")
         out = out.detach().float().cpu()
-        if torch.isfinite(out).all():  # the usual case, without finding rows
-            return out
-        bad = (~torch.isfinite(out).all(dim=1)).nonzero().flatten().tolist()
+        bad = non_finite_rows(out)
         if bad:
             raise NonFiniteEmbeddingError(
                 f"{self.name}: layer {self.layer!r} produced NaN/Inf {what} embeddings for batch rows {bad[:10]}",

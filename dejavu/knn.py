@@ -35,6 +35,8 @@ from dataclasses import dataclass, fields
 import numpy as np
 import torch
 
+from dejavu.finite import non_finite_rows
+
 METRICS = ("l2", "cosine")
 BACKENDS = ("auto", "faiss", "torch")
 #: "exact" (the default, the papers' protocol) or a faiss approximate index
@@ -229,15 +231,10 @@ def _as_matrix(x, name: str) -> torch.Tensor:
         raise ValueError(f"{name} must be a 2-D [n, d] matrix, got shape {tuple(x.shape)}")
     if not x.is_floating_point():
         x = x.float()
-    # NaN and Inf always reach the sum, and a sum holds no n x d mask (nor, without a dtype, a copy)
-    if torch.isfinite(x.sum()):
-        return x
-    for start, stop in _blocks(x.shape[0], _ROW_BLOCK // max(1, x.shape[1])):
-        bad = (~torch.isfinite(x[start:stop]).all(dim=1)).nonzero()
-        if len(bad):
-            raise ValueError(f"{name} contain NaN or Inf (first at row {start + int(bad[0])}); "
-                             f"re-embed or drop those rows")
-    return x  # finite values whose float32 sum overflowed
+    bad = non_finite_rows(x)
+    if bad:
+        raise ValueError(f"{name} contain NaN or Inf (first at row {bad[0]}); re-embed or drop those rows")
+    return x
 
 
 def _search_device(device: str | None, queries: torch.Tensor) -> torch.device:

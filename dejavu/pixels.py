@@ -52,10 +52,12 @@ class TensorStage:
     def __init__(self, steps: Sequence[Callable]):
         self.steps = list(steps)
 
-    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+    def __call__(self, pixels: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Returns the float32 batch of uint8 `pixels`, written into `out` (same shape) when given."""
         # the same operations ToTensor and Normalize apply to one image, so the floats are identical;
-        # in place on the one fresh float copy, because a batch's extra passes cost a tenth of a forward
-        x = pixels.to(torch.float32).div_(255)
+        # in place on one float copy, because a batch's extra passes cost a tenth of a forward
+        x = pixels.to(torch.float32) if out is None else out.copy_(pixels)
+        x.div_(255)
         for step in self.steps:
             x = TF.normalize(x, step.mean, step.std, inplace=True)
         return x
@@ -156,12 +158,15 @@ def pixel_bytes(records: Sequence[Record], side: tuple[int, int] | None = None) 
 def decoded_pixels(records: RecordSet, *, stage: Callable | None = None,
                    boxes: Mapping[str, tuple[int, int, int, int]] | None = None,
                    cache_dir: Path | None = None, batch_size: int = 256, num_workers: int = 0,
-                   progress: bool = True) -> np.ndarray:
+                   progress: bool = True, max_bytes: int | None = None) -> np.ndarray | None:
     """Returns the uint8 [N, C, H, W] pixels of `records` in order: each image (or its box), through `stage`.
 
     Every output must have one shape (the stage resizes, or the images share a size); a record whose
     does not raises RecordError naming it. With `cache_dir` the array is stored as
-    `<cache_dir>/<key>.npy` (written atomically) and returned memory-mapped.
+    `<cache_dir>/<key>.npy` (written atomically) and returned memory-mapped, copy-on-write: writable
+    without a copy (as torch.from_numpy wants), and never writing back to the file. With `max_bytes`,
+    an array that is not cached yet is not built when the records' images hold more (`pixel_bytes`):
+    the result is then None.
     """
     from dejavu.embed import cache_key  # embed imports this module
 
@@ -172,11 +177,13 @@ def decoded_pixels(records: RecordSet, *, stage: Callable | None = None,
         path = Path(cache_dir) / f"{key}.npy"
         if path.is_file():
             try:
-                array = np.load(path, mmap_mode="r")
+                array = np.load(path, mmap_mode="c")
                 if array.dtype == np.uint8 and array.ndim == 4 and array.shape[0] == len(records):
                     return array
             except (OSError, ValueError) as err:
                 log.warning("ignoring unreadable pixel cache %s (%s); decoding again", path, err)
+    if max_bytes is not None and pixel_bytes(records) > max_bytes:
+        return None
 
     def transform(image: Image.Image) -> torch.Tensor:
         return pil_to_uint8(stage(image) if stage is not None else image)

@@ -23,7 +23,7 @@ import time
 import warnings
 from collections.abc import Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
@@ -40,6 +40,7 @@ from dejavu.encoders import Encoder
 from dejavu.files import atomic_open
 from dejavu.pixels import decoded_pixels
 from dejavu.records import RecordSet
+from dejavu.rules import at_least, check_fields, each, finite
 
 if TYPE_CHECKING:
     from diffusers import DDIMScheduler
@@ -65,18 +66,20 @@ class ReconstructionConfig:
         ValueError: sampling_steps must be between 1 and diffusion_steps (1000), got 2000
     """
 
-    image_size: int = 32  # the side of the generated images (the public images are resized to it)
-    widths: tuple[int, ...] = (16, 32, 64)  # UNet channels per resolution, each level halves the side
-    layers_per_block: int = 1
-    norm_groups: int = 8  # group-norm groups; every width must be a multiple
-    diffusion_steps: int = 1000  # the DDPM noise schedule's length
-    train_steps: int = 600
-    batch_size: int = 64
-    lr: float = 1e-3
-    sampling_steps: int = 25  # DDIM steps per sample
-    sample_batch_size: int = 128
+    #: the side of the generated images (the public images are resized to it)
+    image_size: int = field(default=32, metadata=at_least(1))
+    #: UNet channels per resolution, each level halves the side
+    widths: tuple[int, ...] = field(default=(16, 32, 64), metadata=each(at_least(1)))
+    layers_per_block: int = field(default=1, metadata=at_least(1))
+    norm_groups: int = field(default=8, metadata=at_least(1))  # group-norm groups; every width must be a multiple
+    diffusion_steps: int = field(default=1000, metadata=at_least(1))  # the DDPM noise schedule's length
+    train_steps: int = field(default=600, metadata=at_least(1))
+    batch_size: int = field(default=64, metadata=at_least(1))
+    lr: float = field(default=1e-3, metadata=finite(0, strictly=True))
+    sampling_steps: int = field(default=25, metadata=at_least(1))  # DDIM steps per sample
+    sample_batch_size: int = field(default=128, metadata=at_least(1))
     seed: int = 0  # the model's initial weights, its training noise, the sampling noise, the classifier
-    classifier_epochs: int = 10  # the public-image classifier that recognizes the reconstructions
+    classifier_epochs: int = field(default=10, metadata=at_least(1))  # the classifier that recognizes the samples
     #: the settings that shape the trained model, and so key its cache (the others only read it)
     TRAINING_FIELDS: ClassVar[tuple[str, ...]] = (
         "image_size", "widths", "layers_per_block", "norm_groups", "diffusion_steps", "train_steps", "batch_size",
@@ -84,22 +87,16 @@ class ReconstructionConfig:
 
     def __post_init__(self):
         object.__setattr__(self, "widths", tuple(self.widths))
-        positive = ("image_size", "layers_per_block", "norm_groups", "diffusion_steps", "train_steps", "batch_size",
-                    "sampling_steps", "sample_batch_size", "classifier_epochs")
-        for name in positive:
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not self.widths or any(not isinstance(w, int) or w < 1 or w % self.norm_groups for w in self.widths):
+        check_fields(self)
+        # what no single field's rule can say
+        if not self.widths or any(w % self.norm_groups for w in self.widths):
             raise ValueError(f"widths must be positive multiples of norm_groups ({self.norm_groups}), "
                              f"got {self.widths!r}")
         levels = 2 ** (len(self.widths) - 1)
         if self.image_size % levels or self.image_size // levels < 2:
             raise ValueError(f"image_size {self.image_size} must be a multiple of {levels} and at least {2 * levels}: "
                              f"each of the {len(self.widths)} widths but the last halves the side")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be positive, got {self.lr!r}")
-        if not 1 <= self.sampling_steps <= self.diffusion_steps:
+        if not self.sampling_steps <= self.diffusion_steps:
             raise ValueError(f"sampling_steps must be between 1 and diffusion_steps ({self.diffusion_steps}), "
                              f"got {self.sampling_steps!r}")
 
@@ -171,7 +168,7 @@ def _quiet_loader_advice():
 
 def to_unit_range(pixels: np.ndarray | torch.Tensor) -> torch.Tensor:
     """Returns uint8 NCHW pixels as float32 in [-1, 1], the diffusion model's image space."""
-    return torch.tensor(np.asarray(pixels), dtype=torch.float32).div(127.5).sub(1)  # a copy: the cache is read-only
+    return torch.tensor(np.asarray(pixels), dtype=torch.float32).div(127.5).sub(1)  # a copy, off the mapped cache
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:

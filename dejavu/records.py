@@ -148,7 +148,7 @@ class RecordSet(Sequence[Record]):
 
     @property
     def ids(self) -> list[str]:
-        return [r.id for r in self._records]
+        return list(self._index)  # ids in record order, as the index was built
 
     def where(self, **conditions) -> RecordSet:
         """Returns the records whose attributes equal every given value, e.g. where(split="A")."""

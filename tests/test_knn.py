@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import dejavu.knn as knn
+from dejavu import finite
 from dejavu.knn import search
 
 BACKENDS = ["faiss", "torch"]
@@ -179,10 +180,11 @@ def test_non_finite_inputs_name_the_row(which, bad):
         search(queries, keys, 1)
 
 
-def test_validation_reads_blocks_and_still_names_the_row():
-    keys = torch.zeros(knn._ROW_BLOCK + 10, 1)  # more rows than one validation block
-    keys[knn._ROW_BLOCK + 3, 0] = float("nan")
-    with pytest.raises(ValueError, match=f"keys contain NaN or Inf \\(first at row {knn._ROW_BLOCK + 3}\\)"):
+def test_validation_reads_blocks_and_still_names_the_row(monkeypatch):
+    monkeypatch.setattr(finite, "_BLOCK_ELEMENTS", 4)  # more rows than one validation block
+    keys = torch.zeros(10, 1)
+    keys[7, 0] = float("nan")
+    with pytest.raises(ValueError, match="keys contain NaN or Inf \\(first at row 7\\)"):
         search(torch.zeros(1, 1), keys, 1)
 
 

@@ -75,6 +75,8 @@ def test_the_sections_read_their_types_and_the_rest_keeps_its_defaults():
     ({"image-two-model": {"stats": {}}}, "unknown field measure.image-two-model.stats"),  # shared: set in stats
     ({"vlm-one-model-text": {"k": 1}}, "measure.vlm-one-model-text: test 'vlm-one-model-text' has no settings of "
                                        r"its own \(it reads the rest from measure.vlm-two-model\)"),
+    ({"utility": {"batch_size": 64}}, "unknown field measure.utility.batch_size; valid fields: probe_epochs, "
+                                      r"zero_shot_templates \(it reads the rest from measure.image-two-model\)"),
     ({"nope": {}}, "unknown field measure.nope; valid fields: tests, stats, crops, image-two-model"),
     ({"tests": ["nope"]}, "measure.tests: unknown test 'nope'; valid: image-two-model"),
     ({"stats": {"n_bootstrap": 100}}, "measure.stats.n_bootstrap must be an integer >= 200, got 100"),

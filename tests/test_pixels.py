@@ -266,14 +266,46 @@ def test_pixel_batches_of_both_paths_are_identical(tmp_path):
     records = make_records(tmp_path, [(13, 9), (9, 14), (8, 8), (20, 11), (12, 12)])
     transform = eval_transform()
     boxes = {"r3": (2, 1, 14, 10)}
-    split = list(_pixel_batches(transform, records, boxes, cache_dir=tmp_path / "c", batch_size=2,
-                                num_workers=0, progress=False))
+    # a batch of the split path lives in one reused buffer until the next is drawn, so each is copied
+    split = [(p, x.clone()) for p, x in _pixel_batches(transform, records, boxes, cache_dir=tmp_path / "c",
+                                                       batch_size=2, num_workers=0, progress=False)]
     per_image = list(_pixel_batches(lambda im: transform(im), records, boxes, cache_dir=None, batch_size=2,
                                     num_workers=0, progress=False))
     assert [p for p, _ in split] == [p for p, _ in per_image] == [[0, 1], [2, 3], [4]]
     for (_, a), (_, b) in zip(split, per_image, strict=True):
         assert a.dtype == b.dtype == torch.float32 and torch.equal(a, b)
     assert len(list((tmp_path / "c" / "pixels").glob("*.npy"))) == 1
+
+
+def test_an_array_over_the_size_cap_streams_instead_unless_it_is_already_cached(tmp_path, monkeypatch):
+    import dejavu.embed as embed
+
+    records = make_records(tmp_path, [(13, 9), (9, 14), (8, 8)])
+    encoder = ModuleEncoder(tiny_net(), "output", eval_transform(), device="cpu")
+    cache = tmp_path / "cache"
+    monkeypatch.setattr(embed, "MAX_PIXEL_BYTES", 3 * (13 * 9 + 9 * 14 + 8 * 8) - 1)  # one byte short
+    streamed = embed_records(encoder, records, cache_dir=cache, progress=False)
+    assert not (cache / "pixels").exists(), "an array over the cap is not built"
+    monkeypatch.setattr(embed, "MAX_PIXEL_BYTES", 3 * (13 * 9 + 9 * 14 + 8 * 8))  # exactly at the cap: built
+    for f in cache.glob("*.pt"):
+        f.unlink()
+    built = embed_records(encoder, records, cache_dir=cache, progress=False)
+    assert len(list((cache / "pixels").glob("*.npy"))) == 1
+    monkeypatch.setattr(embed, "MAX_PIXEL_BYTES", 0)  # an array already built is used whatever the cap
+    for f in cache.glob("*.pt"):
+        f.unlink()
+    monkeypatch.setattr(Record, "load_image", lambda self: pytest.fail(f"decoded {self.id} again"))
+    again = embed_records(encoder, records, cache_dir=cache, progress=False)
+    assert torch.equal(streamed.vectors, built.vectors) and torch.equal(built.vectors, again.vectors)
+
+
+def test_an_encoder_output_that_views_its_input_survives_the_reused_batch_buffer(tmp_path):
+    records = make_records(tmp_path, [(13, 9), (9, 14), (8, 8), (20, 11), (12, 12)])
+    transform = eval_transform()
+    flat = ModuleEncoder(nn.Flatten(), "output", transform, device="cpu")  # its output is a view of the batch
+    batched = embed_records(flat, records, cache_dir=tmp_path / "c", batch_size=2, progress=False)
+    per_image = torch.stack([transform(r.load_image()).flatten() for r in records])
+    assert torch.equal(batched.vectors, per_image)
 
 
 def test_embeddings_are_bit_identical_through_the_pixel_array_and_per_image(tmp_path, monkeypatch):

@@ -27,6 +27,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from dejavu.attacks.common import StatsConfig, atomic_path, excluded_rows, subset_masks
+from dejavu.attacks.image import TEST as IMAGE_TEST
 from dejavu.attacks.image import attacked_records, embed_crops, labelled_public
 from dejavu.crops import CropResult, crop_image
 from dejavu.embed import Embeddings, embed_records
@@ -97,6 +98,7 @@ class ImageReconstructionTest(MeasurementTest):
     name = TEST
     needs_reference = True
     Config = ReconstructionConfig
+    reads = (IMAGE_TEST,)  # the attacked crops and their embedding batch size
 
     def run(self, ctx: MeasureContext) -> list[Row]:
         cfg: ReconstructionConfig = self.settings(ctx)

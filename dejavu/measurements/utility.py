@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dejavu.attacks.common import StatsConfig, excluded_rows
+from dejavu.attacks.image import TEST as IMAGE_TEST
 from dejavu.embed import embed_records
 from dejavu.measurements.base import MeasureContext, MeasurementTest
 from dejavu.measurements.image import attack_settings
@@ -40,6 +41,7 @@ class UtilityTest(MeasurementTest):
 
     name = "utility"
     Config = UtilityConfig
+    reads = (IMAGE_TEST,)  # the embedding batch size
 
     def run(self, ctx: MeasureContext) -> list[Row]:
         records, cfg, models = ctx.records, self.settings(ctx), ctx.models
