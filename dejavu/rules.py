@@ -38,6 +38,10 @@ def _number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+def _integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # True is an int to Python, not to a config
+
+
 def rule(test: Callable[[Any], bool], text: str) -> dict:
     """Returns field metadata holding the rule `test` described as `text` ("an integer >= 1")."""
     return {RULE: Rule(test, text)}
@@ -45,12 +49,12 @@ def rule(test: Callable[[Any], bool], text: str) -> dict:
 
 def at_least(low: int) -> dict:
     """Returns the metadata of an integer field that must be >= `low`."""
-    return rule(lambda v: isinstance(v, int) and v >= low, f"an integer >= {low}")
+    return rule(lambda v: _integer(v) and v >= low, f"an integer >= {low}")
 
 
 def int_within(low: int, high: int) -> dict:
     """Returns the metadata of an integer field that must lie in [low, high]."""
-    return rule(lambda v: isinstance(v, int) and low <= v <= high, f"an integer in [{low}, {high}]")
+    return rule(lambda v: _integer(v) and low <= v <= high, f"an integer in [{low}, {high}]")
 
 
 def finite(low: float = -math.inf, *, strictly: bool = False) -> dict:

@@ -129,6 +129,7 @@ def test_without_a_reference_the_test_is_skipped(tiny_records, models, count_tra
 @pytest.mark.parametrize("field, value, message, at", [
     ("image_size", 0, "image_size must be an integer >= 1, got 0", "."),
     ("train_steps", 2.5, "train_steps must be an integer >= 1, got 2.5", None),
+    ("train_steps", True, "train_steps must be an integer >= 1, got True", None),  # a bool is no count
     ("widths", (12, 16), r"widths must be positive multiples of norm_groups \(8\)", ": "),
     ("widths", (), "widths must be a non-empty list whose items are each an integer >= 1", "."),
     ("image_size", 10, "image_size 10 must be a multiple of 4", ": "),
